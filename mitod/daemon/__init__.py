@@ -1,0 +1,1 @@
+"""The process: pidfile, signals, readiness, systemd notification and the main loop."""

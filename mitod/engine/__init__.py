@@ -1,0 +1,1 @@
+"""The engine: queue, scheduler, executor and monitor threads."""

@@ -1,0 +1,1 @@
+"""The HTTP status endpoint: health probe and status API."""
