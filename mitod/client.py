@@ -23,13 +23,13 @@ from mitod.control import protocol
 
 DEFAULT_TIMEOUT = 10.0
 # Added to a command's own ``timeout`` argument when it waits, so the daemon's
-# "timed out" answer arrives before the client gives up on the connection.
+# "timed out" response arrives before the client gives up on the connection.
 WAIT_MARGIN = 5.0
 DEFAULT_WAIT = 60.0
 
 
 class ClientError(Exception):
-    """The request could not be completed; ``code`` says why."""
+    """The request could not be completed; ``code`` names the reason."""
 
     def __init__(self, message: str, code: str = "client_error"):
         super().__init__(message)
@@ -60,7 +60,10 @@ class ControlError(ClientError):
 
 
 class Client:
-    """A connection to the control socket at ``path``; ``timeout`` bounds connects and replies (s)."""
+    """A connection to the control socket at ``path``.
+
+    ``timeout`` (seconds) bounds the connect and the wait for each response.
+    """
 
     def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT):
         self.path = path
@@ -174,10 +177,28 @@ class Client:
             self._sock.settimeout(self.timeout)
             self._sock.sendall(data)
         except OSError as error:
+            refusal = self._read_refusal()
             self.close()
+            if refusal is not None:
+                raise refusal from None
             raise ClientError(f"sending {command} to {self.path} failed: "
                               f"{error.strerror or error}", "connection_lost") from None
         return request_id
+
+    def _read_refusal(self) -> "ControlError | None":
+        """Return the error a server sent before closing on us (busy), if one arrived."""
+        try:
+            line = self._reader.read_line(time.monotonic() + 0.5)
+            response = protocol.decode_response(line) if line else None
+        except (OSError, protocol.ProtocolError):
+            return None
+        if response is None or response["ok"]:
+            return None
+        try:
+            self._result(response)
+        except ControlError as error:
+            return error
+        return None
 
     def _read_response(self, request_id: int, timeout: float | None) -> dict:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -205,8 +226,8 @@ class Client:
         except protocol.ProtocolError as error:
             self.close()
             raise ClientError(error.message, "invalid_response") from None
-        # A response without an id is the server refusing the connection itself
-        # (busy, or a request line too long); the server closes the connection after it.
+        # A response without an id rejects the connection itself (busy, or a request
+        # line too long). The server closes the connection after sending it.
         if response.get("id") is None and not response["ok"]:
             self.close()
             return response

@@ -212,3 +212,25 @@ class DaemonProcess:
     def run_to_exit(self, timeout: float = 20.0) -> int:
         self.start(wait=False)
         return self.process.wait(timeout)
+
+
+def mitoctl_command(*args: str) -> list[str]:
+    """Return the command line that runs mitoctl from this checkout."""
+    return [sys.executable, "-m", "mitod.cli.mitoctl", *args]
+
+
+def mitoctl_env(extra: dict | None = None) -> dict:
+    """Return an environment for mitoctl without MITOD_SOCKET or NO_COLOR from the caller."""
+    env = child_env()
+    env.pop("MITOD_SOCKET", None)
+    env.pop("NO_COLOR", None)
+    env.update(extra or {})
+    return env
+
+
+def run_mitoctl(setup: DaemonSetup, *args: str, env: dict | None = None,
+                timeout: float = 30.0, **options) -> subprocess.CompletedProcess:
+    """Run ``mitoctl --config SETUP ARGS`` to the end and return its exit code and output."""
+    return subprocess.run(mitoctl_command("--config", str(setup.config_path), *args),
+                          env=mitoctl_env(env), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, **options)

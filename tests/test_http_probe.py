@@ -535,6 +535,64 @@ def test_server_restart_on_same_port(healthy_server):
     assert after.ok
 
 
+class SecondRequestDroppingServer(HealthyServer):
+    """Answers the first request on each connection and closes on the next without a response."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.answered = []
+
+    def handle(self, connection, request):
+        if any(connection is answered for answered in self.answered):
+            return False
+        self.answered.append(connection)
+        return super().handle(connection, request)
+
+
+def test_closed_keepalive_connection_is_retried(start_server):
+    server = start_server(SecondRequestDroppingServer)
+    pool = SessionPool()
+    site = site_for(server.url)
+
+    first = pool.probe(site)
+    second = pool.probe(site)
+    pool.close()
+
+    assert first.ok
+    assert second.ok
+    assert server.hits == 3
+    assert server.connections_accepted == 2
+
+
+def test_closed_keepalive_post_is_not_retried(start_server):
+    server = start_server(SecondRequestDroppingServer)
+    pool = SessionPool()
+    site = site_for(server.url, method="POST")
+
+    first = pool.probe(site)
+    second = pool.probe(site)
+    pool.close()
+
+    assert first.ok
+    assert second.error_kind == "connection_reset"
+    assert "closed the connection without sending a response" in second.reason
+    assert server.hits == 2
+    assert server.connections_accepted == 1
+
+
+def test_server_closing_after_each_response_passes(start_server):
+    payload = response_head("HTTP/1.1 200 OK", {"Content-Length": "3"}) + b"OK\n"
+    server = start_server(RawServer, payload=payload)
+    pool = SessionPool()
+    site = site_for(server.url)
+
+    results = [pool.probe(site) for _ in range(30)]
+    pool.close()
+
+    assert [result.error_kind for result in results] == [None] * 30
+    assert server.hits == 30
+
+
 def test_cookies_do_not_carry_over(start_server):
     payload = response_head("HTTP/1.1 200 OK", {"Content-Length": "0",
                                                 "Set-Cookie": "visit=1; Path=/"})

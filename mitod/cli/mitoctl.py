@@ -12,7 +12,6 @@ configuration file.
 
 import json
 import os
-import sys
 from datetime import datetime
 
 import click
@@ -76,7 +75,7 @@ class Settings:
 
         The configuration loader rejects a key set in two files, so when the
         main file sets ``[daemon] socket`` no included file can change it, and
-        reading the main file alone gives the loader's answer in about 2 ms
+        reading the main file alone gives the loader's result in about 2 ms
         instead of the loader's 20 ms. Only a main file that leaves the key to
         its includes needs the whole configuration loaded.
         """
@@ -248,8 +247,8 @@ def render_status(document: dict, out: render.Renderer) -> str:
     rows, styles = [], []
     for site in sites:
         response = site.get("last_response_ms")
-        rows.append([site.get("name", "?"), site.get("state", "unknown"), out.ago(site.get("since")),
-                     out.ago(site.get("last_check_at")),
+        rows.append([site.get("name", "?"), site.get("state", "unknown"),
+                     out.ago(site.get("since")), out.ago(site.get("last_check_at")),
                      f"{response:.0f} ms" if response is not None else "-",
                      str(site.get("last_status_code") or "-"),
                      render.shorten(site.get("last_error"), 60)])
@@ -304,12 +303,12 @@ def start(as_json: bool) -> None:
 @click.option("--wait", is_flag=True,
               help="Wait until no task is running before returning.")
 @click.option("--timeout", type=click.FloatRange(0, 86400), default=60.0, show_default=True,
-              metavar="SECONDS", help="Longest time --wait waits for running tasks, in seconds.")
+              metavar="SECONDS", help="Maximum time --wait waits for running tasks, in seconds.")
 @json_option
 def stop(wait: bool, timeout: float, as_json: bool) -> None:
     """Pause autonomous operation: no new tasks; running ones finish.
 
-    The daemon keeps running and answering, and the pause survives a restart.
+    The daemon keeps running and serving commands, and the pause survives a restart.
     With --wait, exits 1 if tasks were still running after --timeout.
     """
     def body(settings: Settings) -> int:
@@ -323,7 +322,9 @@ def stop(wait: bool, timeout: float, as_json: bool) -> None:
             "Autonomous operation was already paused"
         running = result.get("running", 0)
         if not wait:
-            click.echo(f"{first}; {running} running tasks finish on their own.")
+            rest = f"{running} running tasks finish on their own" if running else \
+                "no task is running"
+            click.echo(f"{first}; {rest}.")
             return EXIT_OK
         if result.get("timed_out"):
             click.echo(f"{first}, but {running} tasks were still running after {timeout:g} s.",
@@ -403,7 +404,7 @@ def render_jobs(rows: list[dict], out: render.Renderer) -> str:
 
 
 def complete_job(ctx: click.Context, param, incomplete: str) -> list[str]:
-    """Offer job names: the built-in ones, plus site jobs when the daemon answers."""
+    """Offer job names: the daemon's list when it responds, else the built-in names."""
     names = list(BUILTIN_JOBS)
     root = ctx.find_root()
     settings = Settings(root.params.get("config_path") or DEFAULT_CONFIG_PATH, False,
@@ -422,7 +423,7 @@ def complete_job(ctx: click.Context, param, incomplete: str) -> list[str]:
               help="Wait for the task to finish and show its result; exit 1 unless it "
                    "completed.")
 @click.option("--timeout", type=click.FloatRange(0, 86400), default=60.0, show_default=True,
-              metavar="SECONDS", help="Longest time --wait waits for the task, in seconds.")
+              metavar="SECONDS", help="Maximum time --wait waits for the task, in seconds.")
 @json_option
 def run(job: str, wait: bool, timeout: float, as_json: bool) -> None:
     """Run JOB now at its priority, even while paused.
@@ -582,7 +583,8 @@ def version(as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="mitoctl", complete_var="_MITOCTL_COMPLETE")  # pylint: disable=no-value-for-parameter
+    # Fixed names, so completion works however mitoctl is started (python -m, a wrapper).
+    cli(prog_name="mitoctl", complete_var="_MITOCTL_COMPLETE")
 
 
 if __name__ == "__main__":

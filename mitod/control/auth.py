@@ -4,9 +4,9 @@ Anyone who can open the socket (its mode and group decide that) may run the
 read-only commands. The mutating ones (start, stop, run, reload) also need
 the peer to be root, the daemon's own user, or a member of ``[control]
 group``. Membership is read from the system's group database at each check,
-so ``usermod -aG`` takes effect without a restart, and it counts as a member
-a user whose primary group is the group, or a peer whose SO_PEERCRED gid is
-the group.
+so ``usermod -aG`` takes effect without a restart. A user whose primary group
+is the group counts as a member, and so does a peer whose SO_PEERCRED gid is
+the group's.
 
 SO_PEERCRED reports the credentials the peer had when it called
 ``connect()``; a process that changes its uid afterwards keeps the old ones

@@ -23,7 +23,7 @@ from mitod.config.durations import parse_duration
 from mitod.control import protocol
 from mitod.control.auth import Authorizer
 from mitod.engine.tasks import FINISHED_STATUSES, STATUSES, Task
-from mitod.store.oplog import query_events
+from mitod.store.oplog import event_row, query_events
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ MAX_LIST_LIMIT = 1000
 WAIT_POLL = 0.05
 FOLLOW_POLL = 0.2
 FOLLOW_BATCH = 500
+DENIAL_LOG_INTERVAL = 60.0
 
 
 class CommandError(Exception):
@@ -101,11 +102,13 @@ class StreamEnd:
 
 
 class CommandDispatcher:
-    """Check, authorize, audit and run one request for :class:`~mitod.control.server.ControlServer`."""
+    """Check, authorize, audit and run the requests that the control server reads."""
 
     def __init__(self, daemon, authorizer: Authorizer | None = None):
         self.daemon = daemon
         self.authorizer = authorizer or Authorizer(daemon.config.control.group)
+        # uid -> (monotonic time of the last logged denial, denials skipped since)
+        self._denials: dict[int, tuple[float, int]] = {}
         self._handlers: dict[str, Callable] = {
             "status": self.status, "version": self.version, "ping": self.ping,
             "jobs": self.jobs, "tasks": self.tasks, "logs": self.logs, "start": self.start,
@@ -147,9 +150,7 @@ class CommandDispatcher:
     def _authorize(self, command: Command, args: dict, request: protocol.Request,
                    peer) -> None:
         if not self.authorizer.may_mutate(peer):
-            log.warning("Denied control command %s (request %r) to uid %d (pid %d): not root, "
-                        "not the daemon's user, not in group %r", command.name, request.id,
-                        peer.uid, peer.pid, self.authorizer.group)
+            self._log_denial(command, request, peer)
             raise CommandError(protocol.PERMISSION_DENIED,
                                self.authorizer.denial_message(command.name, peer))
         actor = peer.actor()
@@ -160,6 +161,19 @@ class CommandDispatcher:
             f"Control command {command.name} from {actor['user'] or 'uid ' + str(peer.uid)} "
             f"(uid {peer.uid}, pid {peer.pid})",
             {**actor, "command": command.name, "args": args, "request_id": request.id})
+
+    def _log_denial(self, command: Command, request: protocol.Request, peer) -> None:
+        """Log a denied command, at most once per uid and minute, with the count skipped."""
+        now = time.monotonic()
+        last, skipped = self._denials.get(peer.uid, (-DENIAL_LOG_INTERVAL, 0))
+        if now - last < DENIAL_LOG_INTERVAL:
+            self._denials[peer.uid] = (last, skipped + 1)
+            return
+        self._denials[peer.uid] = (now, 0)
+        more = f"; {skipped} more denials of this uid were not logged" if skipped else ""
+        log.warning("Denied control command %s (request %r) to uid %d (pid %d): not root, "
+                    "not the daemon's user, not in group %r%s", command.name, request.id,
+                    peer.uid, peer.pid, self.authorizer.group, more)
 
     # -- read-only commands ----------------------------------------------
 
@@ -221,8 +235,8 @@ class CommandDispatcher:
         conn = self.engine.db.read()
         log.debug("Streaming new log rows after id %d to request %r", last_id, request.id)
         while True:
-            rows = query_events(conn, event_type, after_id=last_id, limit=FOLLOW_BATCH)
-            for event in reversed(rows):
+            rows = events_after(conn, event_type, last_id, FOLLOW_BATCH)
+            for event in rows:
                 if not session.send(protocol.ok_response(request.id, {"event": event},
                                                          stream=True)):
                     return None
@@ -366,6 +380,26 @@ def parse_since(text: str, now: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return format_timestamp(moment)
+
+
+def events_after(conn, event_type: str | None, after_id: int, limit: int) -> list[dict]:
+    """Return up to ``limit`` rows with ids above ``after_id``, oldest first.
+
+    ``query_events`` returns the newest rows first. Under a burst of more than
+    ``limit`` new rows it would skip the oldest, and a follower needs them all, in order.
+    """
+    clauses, params = ["id > ?"], [after_id]
+    if event_type and event_type.endswith(".*"):
+        prefix = event_type[:-1]
+        clauses.append("substr(event_type, 1, ?) = ?")
+        params += [len(prefix), prefix]
+    elif event_type:
+        clauses.append("event_type = ?")
+        params.append(event_type)
+    rows = conn.execute(
+        "SELECT id, timestamp, event_type, message, details, task_id FROM operation_log "
+        f"WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+    return [event_row(row) for row in rows]
 
 
 def _last_task(conn, name: str) -> dict | None:

@@ -8,8 +8,8 @@ A client writes requests and reads responses on one Unix stream connection::
     <- {"v": 1, "id": 8, "ok": false, "error": {"code": "not_found", "message": "..."}}
 
 Each message is one UTF-8 JSON object followed by ``\\n``; JSON escapes every
-newline inside strings, so a line is always exactly one message. Requests are
-answered in the order they arrive. A streaming command (``logs`` with
+newline inside strings, so a line is always exactly one message. The server
+sends responses in the order the requests arrive. A streaming command (``logs`` with
 ``follow``) sends several responses with the request's id: every one but the
 last carries ``"stream": true``, and the last, if the server ends the stream,
 carries ``"stream": false``. docs/protocol.md describes every command.
@@ -163,7 +163,7 @@ def decode_response(line: bytes) -> dict:
     if not isinstance(message, dict) or not isinstance(message.get("ok"), bool):
         raise ProtocolError(INTERNAL, "invalid response from the server: not a response object")
     if message.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(INTERNAL, f"the server answered with protocol version "
+        raise ProtocolError(INTERNAL, f"the server responded with protocol version "
                             f"{message.get('v')!r}; this client speaks {PROTOCOL_VERSION}")
     return message
 

@@ -1,11 +1,11 @@
 """The control socket server: a careful bind, an accept thread, a thread per connection.
 
-Binding never exposes the socket with looser permissions than configured:
-the socket is bound under a temporary name in the target folder, given its
-mode and group, made to listen, and only then hard-linked to the configured
-path (the temporary name is removed). A hard link fails if something appeared
-at the path since the stale-socket probe, where ``rename`` would silently
-replace a socket another daemon had just bound.
+Binding never exposes the socket with looser permissions than configured.
+The socket is bound under a temporary name in the target folder, given its
+mode and group, and made to listen. Only then is it hard-linked to the
+configured path, and the temporary name removed. The hard link fails if
+something appeared at the path since the stale-socket probe, where ``rename``
+would silently replace a socket another daemon had just bound.
 
 Before binding, whatever is at the path is probed: a socket where a process
 accepts the connection stops the start, a socket that refuses the connection
@@ -76,8 +76,14 @@ class ControlServer:
         """Bind the socket and start accepting; raise ControlServerError on failure."""
         gid = resolve_group(self.config.group)
         remove_stale_socket(self.path)
-        self._listener, self._identity = bind_socket(self.path, self.config.socket_mode, gid)
         self._wake_read, self._wake_write = os.pipe()
+        try:
+            self._listener, self._identity = bind_socket(self.path, self.config.socket_mode,
+                                                         gid)
+        except ControlServerError:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+            raise
         self._thread = threading.Thread(target=self._accept_loop, name="control", daemon=True)
         self._thread.start()
         log.info("Control socket listening on %s (mode %04o, group %s)", self.path,
@@ -150,7 +156,10 @@ class ControlServer:
                 if any(key.fileobj == self._wake_read for key, _ in ready):
                     os.read(self._wake_read, 64)
                     continue
-                self._accept_one()
+                try:
+                    self._accept_one()
+                except Exception:  # the accept thread must outlive any one connection
+                    log.exception("Accepting a control connection failed")
 
     def _accept_one(self) -> None:
         try:
@@ -171,7 +180,12 @@ class ControlServer:
         if full:
             self._reject_busy(conn, limits.max_connections)
             return
-        session.thread.start()
+        try:
+            session.thread.start()
+        except RuntimeError as error:
+            log.error("Could not start a thread for a control connection: %s", error)
+            self._forget(session)
+            conn.close()
 
     def _reject_busy(self, conn: socket.socket, limit: int) -> None:
         """Send a ``busy`` error without blocking the accept thread, then close."""
@@ -188,9 +202,9 @@ class ControlServer:
         self._busy_rejections += 1
         now = time.monotonic()
         if now - self._busy_logged_at >= BUSY_LOG_INTERVAL:
-            log.warning("Rejected %d control connections as busy in the last %.0f s: "
-                        "%d connections are open ([control] max_connections = %d)",
-                        self._busy_rejections, BUSY_LOG_INTERVAL, limit, limit)
+            log.warning("Rejected %d control connections as busy since the last report: "
+                        "%d connections are open ([control] max_connections)",
+                        self._busy_rejections, limit)
             self._busy_rejections = 0
             self._busy_logged_at = now
 
@@ -215,6 +229,7 @@ class Session:
         self.thread = threading.Thread(target=self._serve, name="control-conn", daemon=True)
         self._reader = protocol.LineReader(sock, protocol.MAX_REQUEST_BYTES)
         self._closed = False
+        self._invalid_requests = 0
 
     @property
     def stopping(self) -> threading.Event:
@@ -240,12 +255,17 @@ class Session:
         return False
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; return False early if the client left or the server stops."""
+        """Sleep up to ``seconds``; return False early if the client left or the server stops.
+
+        Only a full close counts as leaving: poll reports POLLHUP once both
+        directions are shut. A client that only shut its sending side still
+        reads, and requests it pipelined stay unread until the command ends.
+        """
         if self._closed or self.stopping.is_set():
             return False
         deadline = time.monotonic() + seconds
         poller = select.poll()
-        poller.register(self.sock, select.POLLIN | select.POLLRDHUP)
+        poller.register(self.sock, 0)  # POLLHUP and POLLERR are always reported
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -254,21 +274,9 @@ class Session:
             events = poller.poll(min(remaining, 0.1) * 1000)
             if self.stopping.is_set():
                 return False
-            if events and self._client_left(events[0][1]):
+            if events:
                 self._closed = True
                 return False
-
-    def _client_left(self, events: int) -> bool:
-        if events & (select.POLLHUP | select.POLLERR | select.POLLRDHUP):
-            return True
-        try:
-            data = self.sock.recv(4096, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        # Bytes sent during a wait or a stream are discarded (docs/protocol.md).
-        return not data
 
     # -- used by the server ----------------------------------------------
 
@@ -302,7 +310,7 @@ class Session:
             self.server._forget(self)
 
     def _serve_one(self) -> bool:
-        """Read and answer one request; return False when the connection should close."""
+        """Read one request and send its response; return False to close the connection."""
         deadline = time.monotonic() + self.idle_timeout
         try:
             line = self._reader.read_line(deadline)
@@ -342,8 +350,11 @@ class Session:
         try:
             request = protocol.decode_request(line)
         except protocol.ProtocolError as error:
-            log.info("Rejected a request from uid %s (pid %s): %s", self._uid(), self._pid(),
-                     error.message)
+            self._invalid_requests += 1
+            # Log the first invalid request of a connection; a stream of garbage adds nothing.
+            level = logging.INFO if self._invalid_requests == 1 else logging.DEBUG
+            log.log(level, "Rejected an invalid request from uid %s (pid %s): %s", self._uid(),
+                    self._pid(), error.message)
             return protocol.error_response(error.request_id, error.code, error.message,
                                            error.details)
         try:

@@ -33,9 +33,15 @@ class Notifier:
         message = "\n".join(fields).encode("utf-8", "replace")
         try:
             if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a notify socket that nobody reads must never stall the daemon.
+                self._socket = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._socket.sendto(message, self.address)
             return True
+        except BlockingIOError:
+            log.warning("systemd's notify socket %r is full; dropped %r", self.address,
+                        message.split(b"\n", 1)[0].decode())
+            return False
         except OSError as error:
             log.warning("Could not notify systemd through %r: %s", self.address, error)
             return False

@@ -36,7 +36,7 @@ EX_CONFIG = 78  # EX_CONFIG from sysexits.h, as nginx -t and monit -t use for ba
 MAIN_LOOP_TICK = 1.0
 STATUS_REFRESH = 10.0
 # The scheduler ticks at least once a second; a heartbeat older than this means it is stuck.
-SCHEDULER_STUCK_AFTER = 10.0
+SCHEDULER_STUCK_AFTER = 5.0
 TEST_HOOKS_ENV = "MITOD_TEST_HOOKS"
 
 
@@ -65,10 +65,13 @@ class Daemon:
         self.control = None
         self.http = None
         self.status = StatusBuilder(self)
-        self.test_hooks = os.environ.get(TEST_HOOKS_ENV) == "1"
+        # MITOD_TEST_HOOKS=stick-scheduler (or 1) or kill-scheduler arms SIGUSR2 for tests.
+        self.test_hook = os.environ.get(TEST_HOOKS_ENV, "")
+        self.test_hooks = self.test_hook in ("1", "stick-scheduler", "kill-scheduler")
         self._reload_lock = threading.Lock()
         self._stopping = False
         self._last_watchdog = 0.0
+        self._withholding = False
         self._last_status = 0.0
 
     # -- start-up --------------------------------------------------------
@@ -185,8 +188,11 @@ class Daemon:
             if self.logs.reopen():
                 log.info("Reopened log file %s", self.logs.file_path)
         elif signum == signal.SIGUSR2 and self.test_hooks:
-            self.engine.scheduler.stuck_for_test.set()
-            log.warning("Test hook: the scheduler is now stuck on purpose")
+            if self.test_hook == "kill-scheduler":
+                self.engine.scheduler.die_for_test.set()
+            else:
+                self.engine.scheduler.stuck_for_test.set()
+                log.warning("Test hook: the scheduler is now stuck on purpose")
 
     def request_stop(self) -> None:
         """Ask the main loop to stop, from any thread."""
@@ -205,8 +211,13 @@ class Daemon:
             if not problems:
                 self.notifier.watchdog()
                 self._last_watchdog = now
-            else:
-                log.error("Withholding the systemd watchdog ping: %s", "; ".join(problems))
+                if self._withholding:
+                    log.warning("The engine is healthy again; watchdog pings resumed")
+                    self._withholding = False
+            elif not self._withholding:
+                log.error("Withholding the systemd watchdog ping until the engine is healthy "
+                          "again: %s", "; ".join(problems))
+                self._withholding = True
         if self.notifier.enabled and now - self._last_status >= STATUS_REFRESH:
             self.notifier.status(self.summary())
             self._last_status = now

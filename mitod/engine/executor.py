@@ -75,6 +75,7 @@ class Executor:
         self._stop = threading.Event()
         self._numbers = itertools.count(1)
         self._watch_wakeup = threading.Condition()
+        self._watch_next = 0.0  # monotonic time of the watch thread's next scheduled look
         self.watch_thread: threading.Thread | None = None
 
     # -- life cycle ------------------------------------------------------
@@ -180,7 +181,8 @@ class Executor:
         timeout = task.timeout_s or self.default_timeout
         worker.task = task
         worker.deadline = time.monotonic() + timeout
-        self._wake_watch()
+        if worker.deadline < self._watch_next:
+            self._wake_watch()
         log.info("Started task %s on %s (attempt %d, timeout %.0f s)", task.label, worker.name,
                  task.retry_count + 1, timeout)
         handler = self.handlers.get(task.kind)
@@ -262,9 +264,10 @@ class Executor:
                 if worker.task is not None and worker.deadline is not None \
                         and worker.deadline <= now:
                     self._abandon(worker)
-            wait = min((d - now for d in deadlines if d > now), default=1.0)
+            wait = min(max(min((d - now for d in deadlines if d > now), default=1.0), 0.01), 1.0)
+            self._watch_next = now + wait
             with self._watch_wakeup:
-                self._watch_wakeup.wait(min(max(wait, 0.01), 1.0))
+                self._watch_wakeup.wait(wait)
 
     def _abandon(self, worker: Worker) -> None:
         task = worker.task

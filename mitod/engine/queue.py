@@ -73,11 +73,18 @@ class TaskQueue:
 
     # -- wake-ups --------------------------------------------------------
 
-    def notify(self) -> None:
-        """Wake every waiter: work was enqueued or a slot for maintenance came free."""
+    def notify(self, waiters: int | None = None) -> None:
+        """Wake ``waiters`` idle workers, or all of them when None.
+
+        One new task needs one worker, so an enqueue wakes one; a freed
+        maintenance slot or a batch of changes wakes all.
+        """
         with self.changed:
             self.generation += 1
-            self.changed.notify_all()
+            if waiters is None:
+                self.changed.notify_all()
+            else:
+                self.changed.notify(waiters)
 
     def wait_for_work(self, seen_generation: int, stop: threading.Event,
                       operator_only: bool = False) -> None:
@@ -123,7 +130,7 @@ class TaskQueue:
                       {"name": name, "kind": kind, "priority": int(priority), "origin": origin,
                        "scheduled_at": scheduled}, task_id)
         log.debug("Enqueued task %s at priority %d (%s)", task.label, priority, origin)
-        self.notify()
+        self.notify(1)
         return task
 
     @staticmethod
@@ -136,8 +143,17 @@ class TaskQueue:
 
     def claim(self, worker: str, operator_only: bool = False, skip_low: bool = False) -> Task | None:
         """Atomically mark the next due task ``running`` for ``worker`` and return it."""
+        if not self._anything_due():
+            return None  # spares idle workers a write transaction
         with self.db.write() as conn:
             return self._claim(conn, worker, operator_only, skip_low)
+
+    def _anything_due(self) -> bool:
+        row = self.db.read().execute(
+            "SELECT 1 FROM autonomous_tasks INDEXED BY tasks_due "
+            "WHERE status IN ('queued', 'retrying') AND scheduled_at <= ? LIMIT 1",
+            (self.clock.timestamp(),)).fetchone()
+        return row is not None
 
     def _claim(self, conn, worker: str, operator_only: bool, skip_low: bool) -> Task | None:
         now = self.clock.now()

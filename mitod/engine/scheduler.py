@@ -73,7 +73,9 @@ class Scheduler:
         self.monotonic = monotonic
         self.thread: threading.Thread | None = None
         self.heartbeat = monotonic()
+        # Test hooks, set only when MITOD_TEST_HOOKS is in the environment.
         self.stuck_for_test = threading.Event()
+        self.die_for_test = threading.Event()
         self._schedule = schedule.Scheduler()
         self._jobs: dict[str, JobState] = {}
         self._lock = threading.RLock()
@@ -169,6 +171,10 @@ class Scheduler:
             self.heartbeat = self.monotonic()
             while self.stuck_for_test.is_set() and not self._stop.is_set():
                 time.sleep(0.05)  # test hook: simulates a scheduler stuck in a call
+            if self.die_for_test.is_set():
+                self.die_for_test.clear()
+                log.error("Test hook: the scheduler thread exits on purpose")
+                return
             self.tick()
             idle = self._idle_seconds()
             self._wakeup.wait(min(TICK, max(idle, 0.0)) if idle is not None else TICK)

@@ -65,6 +65,10 @@ DEADLINE_GRACE = 1.0
 
 USER_AGENT = f"mitod/{mitod.__version__} (site check)"
 
+# Methods that RFC 9110 (section 9.2.2) defines as idempotent, so a request
+# lost on a closed kept-alive connection may be sent again.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
 # Header values shorter than this are not scrubbed from messages, because
 # replacing every "1" or "no" in a message would garble it.
 MIN_SCRUBBED_LENGTH = 4
@@ -274,34 +278,68 @@ class _Check:
         self.url: str | None = None
         self.body_bytes = 0
         self.truncated = False
+        self.request_reused = False
+        """Whether the current request went out on a kept-alive connection."""
+        self.response_started = False
+        """Whether a response to the current request arrived."""
         self._lock = threading.Lock()
         self._connections: list[HTTPConnection] = []
 
     def run(self) -> None:
-        """Send the request and read the responses; runs in the worker thread."""
-        site = self.site
+        """Send the request and read the responses; runs in the worker thread.
+
+        A request that fails on a kept-alive connection before any response
+        byte arrived is sent once more on a new connection, if its method is
+        idempotent. The server most likely closed the idle connection just as
+        the request went out, which says nothing about the site's health.
+        """
         _worker_state.check = self
         try:
-            self.session.cookies.clear()
-            # With allow_redirects=False, requests still walks the redirect
-            # generator once to set Response.next and raises TooManyRedirects
-            # when max_redirects is 0, so 0 is stored as 1 (nothing is followed).
-            self.session.max_redirects = max(site.max_redirects, 1)
-            response = self.session.request(
-                site.method,
-                site.url,
-                headers=dict(site.headers),
-                timeout=(site.timeout, site.timeout),
-                verify=_verify_setting(site),
-                stream=True,
-                allow_redirects=site.max_redirects > 0,
-                hooks={"response": self._read_response},
-            )
-            response.close()
-        except Exception as error:  # noqa: BLE001 - handed to the caller, which sorts it
-            self.error = error
+            for attempt in (1, 2):
+                try:
+                    self._send()
+                    return
+                except Exception as error:  # noqa: BLE001 - handed to the caller, which sorts it
+                    if attempt == 1 and self._failed_on_stale_connection(error):
+                        log.debug("site %s: server closed the kept-alive connection to %s, "
+                                  "retrying on a new connection", self.site.name, self.endpoint)
+                        continue
+                    self.error = error
+                    return
         finally:
             _worker_state.check = None
+
+    def _send(self) -> None:
+        site = self.site
+        self.responses = 0
+        self.status_code = self.status_phrase = self.url = None
+        self.body_bytes = 0
+        self.truncated = False
+        self.session.cookies.clear()
+        # With allow_redirects=False, requests still walks the redirect
+        # generator once to set Response.next and raises TooManyRedirects
+        # when max_redirects is 0, so 0 is stored as 1 (nothing is followed).
+        self.session.max_redirects = max(site.max_redirects, 1)
+        response = self.session.request(
+            site.method,
+            site.url,
+            headers=dict(site.headers),
+            timeout=(site.timeout, site.timeout),
+            verify=_verify_setting(site),
+            stream=True,
+            allow_redirects=site.max_redirects > 0,
+            hooks={"response": self._read_response},
+        )
+        response.close()
+
+    def _failed_on_stale_connection(self, error: Exception) -> bool:
+        if self.expired or not self.request_reused or self.response_started:
+            return False
+        if self.site.method not in IDEMPOTENT_METHODS:
+            return False
+        chain = _exception_chain(error)
+        return any(isinstance(item, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError))
+                   for item in chain)
 
     def _read_response(self, response: requests.Response, **_kwargs) -> None:
         """Read the body of each response, redirects included, up to BODY_LIMIT.
@@ -309,6 +347,7 @@ class _Check:
         Runs as a requests response hook, so it also drains redirect responses
         before requests would read their whole body into memory.
         """
+        self.response_started = True
         self.responses += 1
         self.status_code = response.status_code
         self.status_phrase = response.reason
@@ -338,13 +377,15 @@ class _Check:
         if connection.timeout is None or connection.timeout > remaining:
             connection.timeout = remaining
 
-    def begin_request(self, connection: HTTPConnection) -> None:
+    def begin_request(self, connection: HTTPConnection, reused: bool) -> None:
         with self._lock:
             if self.expired:
                 raise _DeadlineExpired()
             if connection not in self._connections:
                 self._connections.append(connection)
         self.endpoint = _format_endpoint(connection.host, connection.port)
+        self.request_reused = reused
+        self.response_started = False
 
     def begin_response(self) -> None:
         self.phase = _WAITING_FOR_HEADERS
@@ -495,7 +536,11 @@ class _DeadlineConnectionMixin:
     behaves like a plain urllib3 connection.
     """
 
+    requests_sent = 0
+    """Requests sent since the socket was (re)connected; above 0 means kept alive."""
+
     def _new_conn(self):
+        self.requests_sent = 0
         check = _current_check()
         if check is not None:
             check.begin_connect(self)
@@ -504,8 +549,11 @@ class _DeadlineConnectionMixin:
     def request(self, method, url, *args, **kwargs):
         check = _current_check()
         if check is not None:
-            check.begin_request(self)
-        return super().request(method, url, *args, **kwargs)
+            check.begin_request(self, reused=self.requests_sent > 0)
+        # For plain HTTP, urllib3 connects inside request(), and _new_conn
+        # resets the count, so it is raised only after the request went out.
+        super().request(method, url, *args, **kwargs)
+        self.requests_sent += 1
 
     def getresponse(self, *args, **kwargs):
         check = _current_check()

@@ -21,7 +21,7 @@ the host):
 2. Before unsharing, the wrapper shell moves itself into a cgroup of its own,
    `<cgroup2 root>/mitod-box-<owner pid>-<random>`, so the box's cgroup
    namespace is rooted there. systemd in the box then creates its slices and
-   scopes below that folder and never sees or moves host processes.
+   scopes below that folder, and the host's cgroups are outside its view.
 3. In the new mount namespace the setup first runs `mount --make-rprivate /`,
    so no later mount propagates back to the host.
 4. The box's root is an overlay. Its lower layer is a read-only, non-recursive
@@ -33,21 +33,21 @@ the host):
    after that, so an absolute symlink in /etc resolves inside the box and can
    never lead a write to the host. The edits remove
    `/etc/systemd/system/*.wants` and `*.requires` (the host's enabled
-   services), mask the mount units for debugfs, tracefs, configfs, fusectl,
-   hugetlbfs and binfmt_misc (kernel-wide file systems), empty /etc/fstab and remove
-   /etc/crypttab, /etc/integritytab and /etc/veritytab (host disks must not be
-   mounted or opened), write a fresh /etc/machine-id and /etc/hostname, and
-   replace tmp.conf so systemd-tmpfiles does not empty /tmp at boot, where
-   handed-in host folders may be bound.
+   services) and mask the mount units for debugfs, tracefs, configfs,
+   fusectl, hugetlbfs and binfmt_misc (kernel-wide file systems). They empty
+   /etc/fstab and remove /etc/crypttab, /etc/integritytab and /etc/veritytab,
+   so no host disk is mounted or opened. They write a fresh /etc/machine-id
+   and /etc/hostname, and replace tmp.conf so systemd-tmpfiles does not
+   empty /tmp at boot, where handed-in host folders may be bound.
 6. /proc is fresh, with /proc/sys and (if the kernel has it)
-   /proc/sysrq-trigger bound read-only again. /sys is a read-only sysfs with the box's own cgroup2 mounted on
-   /sys/fs/cgroup. /dev is a tmpfs with only null, zero, full, random,
-   urandom and tty, a new devpts instance, /dev/shm, and a plain file from
-   the staging folder bound over /dev/console, so nothing in the box reaches
-   the host's console. systemd 252 writes nothing to a console that is not
-   a terminal, so in practice the file stays empty.
-   /run and /tmp are fresh tmpfs, so the host's tmpfiles rules in the box
-   never empty the host's /tmp.
+   /proc/sysrq-trigger bound read-only again. /sys is a read-only sysfs with
+   the box's own cgroup2 mounted on /sys/fs/cgroup. /dev is a tmpfs with only
+   null, zero, full, random, urandom and tty, a new devpts instance,
+   /dev/shm, and a plain file from the staging folder bound over
+   /dev/console, so nothing in the box reaches the host's console. systemd
+   252 writes nothing to a console that is not a terminal, so in practice
+   the file stays empty. /run and /tmp are fresh tmpfs, so the host's
+   tmpfiles rules, which run in the box, never empty the host's /tmp.
 7. Handed-in folders are bound last, each at the path the test chooses. They
    are the only host paths the box can write to.
 8. PID 1 is exec'd as `setpriv --bounding-set -sys_module,-sys_time
@@ -80,6 +80,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -103,8 +104,9 @@ HARNESS_CGROUP = "mitod-harness"
 DROPPED_CAPABILITIES = ("sys_module", "sys_time")
 
 # Mount units that would mount kernel-wide file systems (debugfs, tracefs,
-# configfs, fusectl, hugetlbfs) in the box. systemd 252 guards them only with
-# capability conditions, which root in the box passes.
+# configfs, fusectl, hugetlbfs, binfmt_misc) in the box. systemd 252 guards
+# most of them only with capability and path conditions, which root in the
+# box passes.
 MASKED_UNITS = (
     "sys-kernel-debug.mount",
     "sys-kernel-tracing.mount",
@@ -129,7 +131,8 @@ COMMAND_ENV = {
     "SYSTEMD_COLORS": "0",
 }
 
-OLD_ROOT = "/.mitod-host"  # where pivot_root parks the host root, briefly
+# Mount point of the host root between pivot_root and its lazy unmount.
+OLD_ROOT = "/.mitod-host"
 
 
 class BoxError(RuntimeError):
@@ -173,8 +176,8 @@ class Bind:
             if target == reserved or (reserved in ("/proc", "/sys", "/dev", OLD_ROOT)
                                       and target.startswith(reserved + "/")):
                 raise BoxError(
-                    f"invalid bind target {target!r}: the box mounts its own file system "
-                    f"at {reserved}; choose a path below /tmp, /run, /srv or /opt instead"
+                    f"invalid bind target {target!r}: the box sets up {reserved} itself; "
+                    f"choose a path below /tmp, /run, /srv or /opt instead"
                 )
 
     @classmethod
@@ -198,7 +201,7 @@ def _tail(text: str, lines: int = 40) -> str:
 
 
 def missing_requirements() -> list[str]:
-    """Return why this host cannot boot a box, as readable reasons (empty if it can)."""
+    """Return the reasons why this host cannot boot a box, or an empty list if it can."""
     reasons = []
     if os.geteuid() != 0:
         reasons.append(f"not running as root (euid {os.geteuid()})")
@@ -218,7 +221,9 @@ def _mounts() -> list[tuple[str, str]]:
     with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
         for line in mountinfo:
             left, _, right = line.partition(" - ")
-            mount_point = left.split()[4].replace("\\040", " ")
+            # The kernel writes space, tab, newline and backslash as octal escapes.
+            mount_point = re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)),
+                                 left.split()[4])
             mounts.append((mount_point, right.split()[0]))
     return mounts
 
@@ -307,7 +312,11 @@ def remove_stale_cgroups() -> list[Path]:
             continue
         if _cgroup_processes(cgroup):
             continue
-        _remove_cgroup_tree(cgroup, timeout=5.0)
+        try:
+            _remove_cgroup_tree(cgroup, timeout=5.0)
+        except BoxError as error:
+            sys.stderr.write(f"mitod box: removing stale cgroup failed: {error}\n")
+            continue
         removed.append(cgroup)
     return removed
 
@@ -577,8 +586,8 @@ class Box:
                      cwd: str | None = None) -> list[str]:
         """Return the host argv that runs `cmd` in the box, inside the box's cgroup.
 
-        A string `cmd` runs with /bin/sh -c. `user` runs it as that box user
-        through runuser, `cwd` is a directory inside the box.
+        A string `cmd` runs with /bin/sh -c. With `user`, runuser starts it
+        as that user of the box. `cwd` is a directory inside the box.
         """
         if self.pid is None or self.cgroup is None:
             raise BoxError("the box is not booted")
@@ -701,9 +710,10 @@ class Box:
 
     def wait_until(self, condition: Callable[[], bool], *, timeout: float = 30.0,
                    interval: float = 0.1, message: str = "condition") -> None:
-        """Call `condition` until it returns true; raise TimeoutError after `timeout` seconds.
+        """Call `condition` every `interval` seconds until it returns true.
 
-        `message` names the awaited state in the error.
+        Raises TimeoutError after `timeout` seconds, naming `message` as the
+        awaited state.
         """
         deadline = time.monotonic() + timeout
         while not condition():
@@ -716,9 +726,9 @@ class Box:
     def teardown(self, *, timeout: float = 30.0) -> None:
         """Power the box off and remove its processes, cgroups and staging folder.
 
-        Safe to call more than once and after a failed boot; each call does
-        whatever is still left. Raises BoxError if something could not be
-        removed, after trying every step.
+        Safe to call more than once and after a failed boot, because each call
+        does only what is still left. Raises BoxError if something could not
+        be removed, after trying every step.
         """
         started = time.monotonic()
         errors: list[str] = []
@@ -893,9 +903,8 @@ def _mount(fs_type: str, source: str, target: str, options: str, hint: str = "")
           f"{fs_type} mount on {target}", hint)
 
 
-def _bind(source: str, target: str, *, read_only: bool, recursive: bool = False) -> None:
-    _must(["mount", "-n", "--rbind" if recursive else "--bind", source, target],
-          f"bind mount of {source} on {target}")
+def _bind(source: str, target: str, *, read_only: bool) -> None:
+    _must(["mount", "-n", "--bind", source, target], f"bind mount of {source} on {target}")
     if read_only:
         _must(["mount", "-n", "-o", "remount,bind,ro", target],
               f"read-only remount of {target}")
@@ -903,6 +912,9 @@ def _bind(source: str, target: str, *, read_only: bool, recursive: bool = False)
 
 def _stage_mount_overlay(mount_dir: str) -> str:
     """Mount the copy-on-write root and return its path (still seen from the host root)."""
+    if "," in mount_dir or ":" in mount_dir:
+        raise StageError(f"staging path {mount_dir!r} contains ',' or ':', which overlay options "
+                         "cannot express; set TMPDIR to a plain path")
     _mount("tmpfs", "mitod-box", mount_dir, "mode=0755",
            "is tmpfs available in this kernel?")
     lower, upper, work, root = (os.path.join(mount_dir, name) for name in ("lower", "upper", "work", "root"))
@@ -910,9 +922,6 @@ def _stage_mount_overlay(mount_dir: str) -> str:
         os.mkdir(folder)
     # Non-recursive, so the host's /proc, /sys, /dev and other mounts stay out.
     _bind("/", lower, read_only=True)
-    for path in (lower, upper, work):
-        if "," in path or ":" in path:
-            raise StageError(f"staging path {path!r} contains ',' or ':', which overlay options cannot express")
     _mount("overlay", "overlay", root, f"lowerdir={lower},upperdir={upper},workdir={work}",
            "is this kernel's overlayfs available (modprobe overlay), and does tmpfs support trusted.* xattrs?")
     return root
@@ -1023,7 +1032,7 @@ def _stage_bind_folders(binds: list[list]) -> None:
 
 
 def _stage_main(config_json: str) -> None:
-    """Build the box's file systems and exec systemd; runs as PID 1 of the new namespaces."""
+    """Build the box's file systems and exec systemd, as PID 1 of the new namespaces."""
     config = json.loads(config_json)
     _must(["mount", "-n", "--make-rprivate", "/"], "making / private (mount --make-rprivate /)")
     root = _stage_mount_overlay(config["mount_dir"])
@@ -1035,9 +1044,12 @@ def _stage_main(config_json: str) -> None:
     os.rmdir(OLD_ROOT)
 
     capabilities = ",".join("-" + name for name in DROPPED_CAPABILITIES)
+    setpriv = shutil.which("setpriv", path=BOX_PATH)
+    if setpriv is None:
+        raise StageError(f"setpriv not found in the box's PATH {BOX_PATH}")
     argv = ["setpriv", "--bounding-set", capabilities, "--",
             SYSTEMD, f"--unit={BOX_TARGET}", "--show-status=yes"]
-    os.execve("/usr/bin/setpriv", argv, {"container": "other", "PATH": BOX_PATH})
+    os.execve(setpriv, argv, {"container": "other", "PATH": BOX_PATH})
 
 
 def _run_stage(config_json: str) -> int:
@@ -1109,7 +1121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"boot to {box.state}: {box.boot_seconds:.2f} s\n")
         if args.command == "shell":
             env = dict(COMMAND_ENV, TERM=os.environ.get("TERM", "dumb"))
-            status = subprocess.run(box.command_argv(["/bin/bash", "-l"]), env=env).returncode
+            # Ctrl-C belongs to the shell in the box. A handler (unlike
+            # SIG_IGN) is not inherited, so the shell still gets SIGINT.
+            previous = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+            try:
+                status = subprocess.run(box.command_argv(["/bin/bash", "-l"]), env=env).returncode
+            finally:
+                signal.signal(signal.SIGINT, previous)
         else:
             result = box.run(cmd, check=False, timeout=3600)
             sys.stdout.write(result.stdout)

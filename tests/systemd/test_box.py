@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from box import Bind, Box, BoxCommandError, BoxError, find_cgroup2_root, remove_stale_cgroups
+from tests.systemd.box import (
+    Bind, Box, BoxCommandError, BoxError, find_cgroup2_root, remove_stale_cgroups,
+)
 
 HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]  # the folder that contains the tests package
 BOUND_TARGET = "/opt/mitod-box-test/readonly"
 TMP_BOUND_TARGET = "/tmp/mitod-box-test/shared"
 
@@ -293,9 +296,9 @@ def test_teardown_leaves_nothing(systemd_box_support: None, capsys: pytest.Captu
 
 HARNESS_KILLED = """\
 import json, os, signal, sys
-sys.path.insert(0, {here!r})
-import box
-started = box.Box().boot()
+sys.path.insert(0, {repo_root!r})
+from tests.systemd.box import Box
+started = Box().boot()
 print(json.dumps({{"cgroup": str(started.cgroup), "staging_dir": str(started.staging_dir),
                   "pid_namespace": started.pid_namespace}}), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -305,7 +308,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_box_dies_with_killed_harness(systemd_box_support: None) -> None:
     # A harness killed with SIGKILL runs no teardown. The parent-death
     # signal must still end the box, and the next boot removes its cgroup.
-    result = subprocess.run([sys.executable, "-c", HARNESS_KILLED.format(here=str(HERE))],
+    result = subprocess.run([sys.executable, "-c", HARNESS_KILLED.format(repo_root=str(REPO_ROOT))],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == -9, result.stdout + result.stderr
     record = json.loads(result.stdout)
@@ -388,6 +391,7 @@ def _run_inner_pytest(folder: Path, test_source: str, *, conftest_extra: str = "
         INNER_CONFTEST.format(conftest=str(HERE / "conftest.py"), extra=conftest_extra))
     (folder / "test_inner.py").write_text(test_source)
     full_env = {key: value for key, value in os.environ.items() if key != "CI"}
+    full_env["PYTHONPATH"] = str(REPO_ROOT)  # for `import tests.systemd.box`
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(folder)],
