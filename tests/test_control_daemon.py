@@ -615,3 +615,39 @@ def test_requests_pipelined_behind_a_wait_are_answered(shared):
     assert [response["id"] for response in responses] == [1, 2]
     assert responses[0]["result"]["task"]["status"] == "completed"
     assert responses[1]["result"]["pong"] is True
+
+
+SERVER_SCRIPT = """
+import sys
+from mitod.config.control import ControlConfig
+from mitod.control.server import ControlServer, ControlServerError
+server = ControlServer(sys.argv[1], ControlConfig(group=sys.argv[2]), None)
+try:
+    server.start()
+except ControlServerError as error:
+    print(error)
+    sys.exit(1)
+server.stop()
+"""
+
+
+@needs_root
+def test_unwritable_folder_stops_server_start(make_setup):
+    setup = make_setup()
+    open_to_everyone(setup)
+    completed = run_as("nobody", "nogroup", [], "-c", SERVER_SCRIPT, str(setup.socket), "")
+    assert completed.returncode == 1, completed.stderr
+    nobody = pwd.getpwnam("nobody")
+    assert f"folder {setup.base} is not writable by uid {nobody.pw_uid}" in completed.stdout
+
+
+@needs_root
+def test_foreign_group_stops_server_start(make_setup):
+    setup = make_setup()
+    open_to_everyone(setup)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(setup.base, nobody.pw_uid, nobody.pw_gid)
+    completed = run_as("nobody", "nogroup", [], "-c", SERVER_SCRIPT, str(setup.socket), "root")
+    assert completed.returncode == 1, completed.stderr
+    assert f"cannot give control socket {setup.socket} the group root" in completed.stdout
+    assert sorted(path.name for path in setup.base.iterdir()) == ["mitod.toml"]

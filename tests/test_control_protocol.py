@@ -48,6 +48,7 @@ def test_decode_request_keeps_args_and_string_id():
     (b'{"v": 1, "id": 1.5, "command": "status"}', "id must be a string"),
     (b'{"v": 1, "id": 1, "command": "status", "extra": 1}', "unknown request keys: extra"),
     (b"[" * 100000, "nested too deeply"),
+    (b'{"v": 1, "id": ' + b"7" * 5000 + b', "command": "status"}', "not valid JSON"),
 ])
 def test_decode_request_rejects_bad_request(line, fragment):
     with pytest.raises(protocol.ProtocolError) as caught:

@@ -226,3 +226,26 @@ def test_audit_trail_for_one_check(make_setup, make_daemon, healthy_server):
     assert all(stamp.endswith("+00:00") for stamp in stamps)
     assert daemon.stop() == 0
     assert sqlite3.connect(setup.database).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_pause_survives_restart_and_run_still_works(make_setup, make_daemon, healthy_server):
+    from mitod.client import Client
+
+    setup = make_setup(sites=[{"name": "web", "url": healthy_server.url, **FAST_SITE}])
+    first = make_daemon(setup).start()
+    with Client(str(setup.socket)) as client:
+        client.call("stop")
+    assert first.stop() == 0
+
+    second = make_daemon(setup, name="second").start()
+    with Client(str(setup.socket)) as client:
+        assert client.call("status")["state"] == "paused"
+        hits = healthy_server.hits
+        result = client.call("run", job="site:web", wait=True, timeout=10)
+    assert result["task"]["status"] == "completed"
+    assert healthy_server.hits == hits + 1  # the operator's run, and nothing scheduled
+    scheduled = setup.query("SELECT 1 FROM autonomous_tasks WHERE origin = 'schedule' "
+                            "AND created_at > (SELECT MAX(timestamp) FROM operation_log "
+                            "WHERE event_type = 'daemon.started')")
+    assert scheduled == []
+    assert second.stop() == 0

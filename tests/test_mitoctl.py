@@ -83,7 +83,7 @@ def test_status_path_imports_no_heavy_modules():
 @pytest.mark.parametrize("command, fragment", [
     ("stop", "in seconds"),
     ("run", "in seconds"),
-    ("tasks", "Largest number of tasks"),
+    ("tasks", "Maximum number of tasks"),
     ("logs", "duration back from now"),
 ])
 def test_help_says_what_and_unit(command, fragment):

@@ -264,3 +264,44 @@ def test_no_duplicate_claims_with_two_processes(db, tmp_path):
     everything = outputs[0] + outputs[1]
     assert len(everything) == 600
     assert len(set(everything)) == 600
+
+
+def test_rebalance_coalesces_duplicates_and_defers_low(queue, clock):
+    from mitod.engine.rebalance import LOW_DEFER, Rebalancer
+
+    for index in range(60):
+        queue.enqueue(f"site:s{index}", "site_check", Priority.HIGH, coalesce=False)
+        queue.enqueue(f"site:s{index}", "site_check", Priority.HIGH, coalesce=False)
+    for index in range(10):
+        queue.enqueue(f"report{index}", "progress_report", Priority.LOW)
+    rebalancer = Rebalancer(queue, high_water=100)
+    summary = rebalancer.check()
+    assert summary["depth"] == 130
+    assert summary["coalesced"] == 60
+    assert summary["deferred_low"] == 10
+    assert queue.depth() == 70
+    assert rebalancer.check() is None  # at most one rebalance per MIN_GAP
+    clock.advance(LOW_DEFER - 1)
+    claimed = []
+    while (task := queue.claim("w")) is not None:
+        claimed.append(task.name)
+        queue.complete(task)
+    assert len(claimed) == 60
+    assert not any(name.startswith("report") for name in claimed)
+    clock.advance(2)
+    assert queue.claim("w").name.startswith("report")
+
+
+def test_rebalance_below_high_water_does_nothing(queue):
+    from mitod.engine.rebalance import Rebalancer
+
+    queue.enqueue("a", "site_check", Priority.HIGH)
+    assert Rebalancer(queue, high_water=100).check() is None
+
+
+def test_shift_due_times_follows_clock_step(queue, clock):
+    task = queue.enqueue("later", "site_check", Priority.HIGH, delay=60)
+    clock.advance(-3600)  # the wall clock stepped back an hour
+    queue.shift_due_times(-3600)
+    clock.advance(61)
+    assert queue.claim("w").id == task.id

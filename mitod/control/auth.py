@@ -9,8 +9,8 @@ is the group counts as a member, and so does a peer whose SO_PEERCRED gid is
 the group's.
 
 SO_PEERCRED reports the credentials the peer had when it called
-``connect()``; a process that changes its uid afterwards keeps the old ones
-on that connection (socket(7)).
+``connect()``. A process that changes its uid afterwards keeps the old
+credentials on that connection (socket(7)).
 """
 
 import grp

@@ -403,8 +403,11 @@ def events_after(conn, event_type: str | None, after_id: int, limit: int) -> lis
 
 
 def _last_task(conn, name: str) -> dict | None:
+    """Return the newest task of job ``name``: the one inserted last."""
+    # MAX(rowid) reads only the tasks_by_name index, where ORDER BY created_at
+    # would sort every task the job ever had.
     row = conn.execute(
         "SELECT id, status, created_at, started_at, completed_at, error_message "
-        "FROM autonomous_tasks WHERE name = ? ORDER BY created_at DESC LIMIT 1",
-        (name,)).fetchone()
+        "FROM autonomous_tasks WHERE rowid = "
+        "(SELECT MAX(rowid) FROM autonomous_tasks WHERE name = ?)", (name,)).fetchone()
     return dict(row) if row else None

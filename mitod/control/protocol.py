@@ -112,6 +112,8 @@ def decode_request(line: bytes) -> Request:
     except json.JSONDecodeError as error:
         raise ProtocolError(BAD_REQUEST, f"request is not valid JSON: {error.msg} at "
                             f"column {error.colno}; send one JSON object per line") from None
+    except ValueError as error:  # an integer of more than 4,300 digits (sys.int_info)
+        raise ProtocolError(BAD_REQUEST, f"request is not valid JSON: {error}") from None
     except RecursionError:
         raise ProtocolError(BAD_REQUEST, "request is nested too deeply") from None
     if not isinstance(message, dict):
@@ -158,7 +160,7 @@ def decode_response(line: bytes) -> dict:
     """Parse one response line; raise ProtocolError(internal) if it is not a response."""
     try:
         message = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
         raise ProtocolError(INTERNAL, f"invalid response from the server: {error}") from None
     if not isinstance(message, dict) or not isinstance(message.get("ok"), bool):
         raise ProtocolError(INTERNAL, "invalid response from the server: not a response object")

@@ -7,10 +7,11 @@ configured path, and the temporary name removed. The hard link fails if
 something appeared at the path since the stale-socket probe, where ``rename``
 would silently replace a socket another daemon had just bound.
 
-Before binding, whatever is at the path is probed: a socket where a process
-accepts the connection stops the start, a socket that refuses the connection
-(left by a killed daemon) is removed, and anything else (a regular file, a
-folder) stops the start and is never removed.
+Before binding, the server probes whatever is at the path:
+
+- a socket where a process accepts the connection stops the start;
+- a socket that refuses the connection (left by a killed daemon) is removed;
+- anything else (a regular file, a folder) stops the start and is never removed.
 
 Each connection gets its own thread, so a slow or idle client only ever
 blocks itself: reads wait at most ``[control] idle_timeout`` for a complete
@@ -79,7 +80,7 @@ class ControlServer:
         self._wake_read, self._wake_write = os.pipe()
         try:
             self._listener, self._identity = bind_socket(self.path, self.config.socket_mode,
-                                                         gid)
+                                                         gid, self.config.group)
         except ControlServerError:
             os.close(self._wake_read)
             os.close(self._wake_write)
@@ -435,7 +436,8 @@ def probe_socket(path: str) -> bool:
         probe.close()
 
 
-def bind_socket(path: str, mode: int, gid: int | None) -> tuple[socket.socket, tuple[int, int]]:
+def bind_socket(path: str, mode: int, gid: int | None,
+                group: str = "") -> tuple[socket.socket, tuple[int, int]]:
     """Create the listening socket at ``path``; return it and the file's (st_dev, st_ino)."""
     folder = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(folder, f".{secrets.token_hex(4)}.tmp")
@@ -445,7 +447,7 @@ def bind_socket(path: str, mode: int, gid: int | None) -> tuple[socket.socket, t
         try:
             os.chmod(temporary, mode)
             if gid is not None:
-                os.chown(temporary, -1, gid)
+                _change_group(temporary, path, gid, group)
             listener.listen(LISTEN_BACKLOG)
             _link_into_place(temporary, path)
         finally:
@@ -476,6 +478,16 @@ def _bind(listener: socket.socket, temporary: str, path: str, folder: str) -> No
         raise ControlServerError(
             f"cannot create control socket {path}: folder {folder} is not writable by uid "
             f"{os.getuid()}; fix its permissions or set [daemon] socket") from None
+
+
+def _change_group(temporary: str, path: str, gid: int, group: str) -> None:
+    try:
+        os.chown(temporary, -1, gid)
+    except PermissionError:
+        raise ControlServerError(
+            f"cannot give control socket {path} the group {group or gid}: uid {os.getuid()} is "
+            "neither root nor a member of it; add the daemon's user to the group or set "
+            "[control] group") from None
 
 
 def _link_into_place(temporary: str, path: str) -> None:

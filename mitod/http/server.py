@@ -89,13 +89,17 @@ def _bind_message(listen: str, error: OSError) -> str:
 class StatusHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"mitod/{__version__}"
-    sys_version = ""
     timeout = REQUEST_TIMEOUT
+    # Errors found before the request line is parsed still get a status line and headers.
+    default_request_version = "HTTP/1.0"
 
     routes = {
         "/healthz": "healthz",
         "/api/autonomous/status": "status",
     }
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def setup(self) -> None:
         super().setup()
@@ -166,6 +170,16 @@ class StatusHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head_only:
             self.wfile.write(data)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer protocol errors (bad request line, unsupported method) in JSON, then close."""
+        self.close_connection = True
+        codes = {400: "bad_request", 404: "not_found", 408: "timeout", 414: "bad_request",
+                 431: "bad_request", 501: "method_not_allowed"}
+        text = message or self.responses.get(code, ("error",))[0]
+        self._send_json(code, {"error": {"code": codes.get(code, "bad_request"),
+                                         "message": text}},
+                        head_only=self.command == "HEAD")
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (name fixed by the base class)
         log.debug("HTTP %s %s", self.address_string(), format % args)
