@@ -94,6 +94,9 @@ class LogSetup:
         if file:
             self.open_file(file, max_bytes, backups)
         self.set_level(level)
+        # Library warnings (urllib3's InsecureRequestWarning for verify_tls = false,
+        # for one) go to the log instead of a stderr that may be /dev/null.
+        logging.captureWarnings(True)
 
     def open_file(self, file: str, max_bytes: int, backups: int) -> None:
         folder = os.path.dirname(file)

@@ -251,3 +251,32 @@ def test_check_config_invalid_exits_78(tmp_path):
     assert "daemon.workers" in result.stderr
     assert "log.level" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+SITE_ERROR_CASES = [
+    ('url = "http://127.0.0.1:0/"', "site[0].url: expected an http:// or https:// URL"),
+    ('url = "http://127.0.0.1/"\nheaders = { "X Bad" = "v" }', 'site[0].headers.X Bad: invalid header name'),
+    ('url = "http://127.0.0.1/"\nheaders = { Authorization = "Bearer s3cret\\n" }',
+     "site[0].headers.Authorization: invalid header value"),
+    ('url = "http://127.0.0.1/"\nverify_tls = false\nca_file = "ca.pem"',
+     "site[0].ca_file: is ignored because verify_tls = false"),
+]
+
+
+@pytest.mark.parametrize("extra, expected", SITE_ERROR_CASES)
+def test_invalid_site_entry(tmp_path, extra, expected):
+    found = errors_of(write(tmp_path, f'[[site]]\nname = "x"\n{extra}\n'))
+    assert any(expected in line for line in found), found
+    assert not any("s3cret" in line for line in found)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://127.0.0.1/x?token=abc&page=2", "http://127.0.0.1/x?token=***&page=2"),
+    ("https://user:pw@127.0.0.1:8443/p?api_key=zz", "https://user:***@127.0.0.1:8443/p?api_key=***"),
+    ("http://127.0.0.1/?q=1", "http://127.0.0.1/?q=1"),
+    ("http://[::1]:8080/?sig=1", "http://[::1]:8080/?sig=***"),
+])
+def test_redact_url(url, expected):
+    from mitod.config import redact_url
+
+    assert redact_url(url) == expected

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from mitod.config.table import Table
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_EXPECT = ((200, 399),)
 
@@ -38,7 +39,7 @@ class SiteConfig:
             table.expected("name", "a name of 1 to 64 letters, digits, '-', '_' or '.'", name
                            if table.has("name") else None)
         url = _read_url(table)
-        return cls(
+        site = cls(
             name=name,
             url=url,
             interval=table.duration("interval", "5m", minimum=1),
@@ -50,6 +51,9 @@ class SiteConfig:
             ca_file=table.path_value("ca_file", "", allow_empty=True),
             max_redirects=table.integer("max_redirects", 10, 0, 100),
         )
+        if site.ca_file and not site.verify_tls:
+            table.error("ca_file", "is ignored because verify_tls = false; remove one of the two")
+        return site
 
 
 def _read_url(table: Table) -> str:
@@ -63,12 +67,15 @@ def _read_url(table: Table) -> str:
         return ""
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # raises ValueError for a port out of range
+        port = parts.port  # raises ValueError for a port out of range
     except ValueError:
         table.expected("url", what, redact_url(url))
         return ""
     if parts.scheme not in ("http", "https") or not parts.hostname:
         table.expected("url", what, redact_url(url))
+        return ""
+    if port == 0:
+        table.expected("url", f"{what} and a port from 1 to 65535", redact_url(url))
         return ""
     return url
 
@@ -77,9 +84,17 @@ def _read_headers(table: Table) -> tuple[tuple[str, str], ...]:
     headers = table.raw("headers", {})
     if not isinstance(headers, dict) or not all(
             isinstance(key, str) and isinstance(value, str) for key, value in headers.items()):
-        # Header values may hold credentials, so the error never repeats them.
+        # Header values may hold credentials, so the errors never repeat them.
         table.error("headers", 'expected a table of strings such as { Accept = "text/html" }')
         return ()
+    for name, value in headers.items():
+        if not HEADER_NAME.match(name):
+            table.error(f"headers.{name}", "invalid header name; use letters, digits and "
+                        "!#$%&'*+-.^_`|~ only")
+        elif value != value.strip() or any(char in value for char in "\r\n\0"):
+            table.error(f"headers.{name}", "invalid header value: it starts or ends with "
+                        "white space or contains a line break; the value is not shown "
+                        "because it may be a secret")
     return tuple(sorted(headers.items()))
 
 
@@ -116,12 +131,25 @@ def _parse_status(entry) -> tuple[int, int] | None:
     return low, high
 
 
+SECRET_QUERY_KEYS = re.compile(
+    r"(token|secret|password|passwd|pwd|key|signature|sig|auth|credential|session)", re.I)
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any user-info password replaced, safe to log and store."""
+    """Return ``url`` safe to log and store.
+
+    The user-info password and the values of query parameters whose names
+    suggest a secret (token, key, password, signature and the like) become ``***``.
+    """
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
+    if parts.query:
+        query = _redact_query(parts.query)
+        if query != parts.query:
+            parts = parts._replace(query=query)
+            url = urllib.parse.urlunsplit(parts)
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""
@@ -134,3 +162,13 @@ def redact_url(url: str) -> str:
     netloc = f"{parts.username or ''}:***@{host}" + (f":{port}" if port else "")
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query,
                                     parts.fragment))
+
+
+def _redact_query(query: str) -> str:
+    pieces = []
+    for piece in query.split("&"):
+        name, equals, _value = piece.partition("=")
+        if equals and SECRET_QUERY_KEYS.search(urllib.parse.unquote_plus(name)):
+            piece = f"{name}=***"
+        pieces.append(piece)
+    return "&".join(pieces)

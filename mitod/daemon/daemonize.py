@@ -2,10 +2,10 @@
 
 python-daemon's ``DaemonContext`` ends the calling process at its first fork,
 so the command cannot wait for readiness from inside it. Instead the
-launcher forks first and keeps the read end of a pipe; the child enters
-``DaemonContext`` with the write end preserved (``files_preserve``), and the
-daemon, after its double fork, reports either ``ready`` with its pid or its
-start-up error through the pipe. The launcher waits up to ``start_timeout``
+launcher forks first and keeps the read end of a pipe. The child enters
+``DaemonContext`` with the write end preserved (``files_preserve``). After its
+double fork, the daemon reports through the pipe either ``ready`` with its
+pid, or its start-up error. The launcher waits up to ``start_timeout``
 and exits 0, or prints the daemon's own error and exits with its code (78
 for configuration errors, 1 otherwise). Under ``systemctl start`` this is
 what makes start-up failures visible, and it means the pidfile exists

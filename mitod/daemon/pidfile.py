@@ -3,7 +3,7 @@
 The file is opened (created if missing) and locked in place with ``flock``;
 only then is it truncated and the pid written. It is never replaced by a
 rename, because the lock belongs to the open file: a renamed-in file would be
-a new, unlocked inode. Whoever holds the lock is the running daemon, so a
+a new, unlocked inode. The process holding the lock is the running daemon, so a
 pidfile left by a dead process, even one whose pid now belongs to another
 process, is simply taken over. On exit the file is removed only if it still
 holds this process's pid.

@@ -255,7 +255,7 @@ class Daemon:
             try:
                 return self._reload(source, actor)
             finally:
-                self.notifier.status(self.summary())
+                self.notifier.ready(self.summary())  # READY=1 ends the RELOADING=1 state
 
     def _reload(self, source: str, actor: dict | None) -> dict:
         try:

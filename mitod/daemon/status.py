@@ -1,8 +1,9 @@
 """The status document shared by ``mitoctl status`` and ``GET /api/autonomous/status``.
 
-It is built on every request, so it must stay cheap: site states and the
-latest samples come from memory, active task counts from an index, and the
-counts of finished tasks (a scan of the status index) are cached briefly.
+It is built on every request, so it must stay cheap. Site states and the
+latest samples come from memory and active task counts from an index. The
+counts of finished tasks need a scan of the status index, so they are cached
+for a few seconds.
 """
 
 import threading

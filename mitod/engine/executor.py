@@ -1,8 +1,8 @@
 """The executor: a pool of worker threads that claim tasks and run their handlers.
 
-Workers sleep on the queue's condition and wake when work is enqueued, when a
-maintenance slot frees up, or when the next task falls due; there is no fixed
-polling sleep.
+Workers sleep on the queue's condition. They wake when work is enqueued, when
+a maintenance slot frees up, or when the next task falls due, so there is no
+fixed polling sleep.
 
 Timeouts: Python cannot kill a thread. When a task runs past its timeout the
 watch thread records the attempt as failed (timed out, so it is retried like
@@ -34,7 +34,7 @@ STORE_RETRY_DELAY = 1.0
 
 @dataclass
 class ClaimPolicy:
-    """What workers may claim right now: only operator tasks while paused, no LOW under pressure."""
+    """The claim filter: only operator tasks while paused, no LOW work under resource pressure."""
 
     operator_only: bool = False
     skip_low: bool = False

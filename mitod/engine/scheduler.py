@@ -6,8 +6,8 @@ It declares the recurring jobs on its own ``schedule.Scheduler`` instance
 - ``schedule`` computes due times from the wall clock (``datetime.now()``).
   After a step of the wall clock (NTP, a manual ``date``), jobs would stall
   for the size of a backward step or all fire at once after a forward one.
-  Each tick compares the wall clock's progress with ``time.monotonic()``;
-  on a step, every job's next run and every waiting task's due time move by
+  Each tick compares the wall clock's progress with ``time.monotonic()``.
+  On a step, every job's next run and every waiting task's due time move by
   the step, so each keeps the wait it had left.
 - A job function that raises would stop ``run_pending`` and the jobs after
   it; each job here catches and logs its own errors.

@@ -1,10 +1,10 @@
 """The HTTP server thread: ``GET /healthz`` and ``GET /api/autonomous/status``.
 
 Built on the standard library's ``ThreadingHTTPServer``, with two of its
-defaults changed: the listen backlog (5 by default, which makes clients wait
-for SYN retransmits, about a second, under load) is raised, and each
-connection sets ``TCP_NODELAY``, because HTTP/1.1 keep-alive otherwise
-meets Nagle's algorithm and delayed ACKs, adding about 40 ms per response.
+defaults changed. The listen backlog is raised from 5, because a full backlog
+makes clients wait for SYN retransmits, about a second, under load. Each
+connection sets ``TCP_NODELAY``, because HTTP/1.1 keep-alive otherwise meets
+Nagle's algorithm and delayed ACKs, which add about 40 ms per response.
 """
 
 import errno
@@ -139,7 +139,7 @@ class StatusHandler(BaseHTTPRequestHandler):
             return
         try:
             status, body = getattr(self, f"_{route}")()
-        except Exception:  # an error building the answer is a 500, never a dead server
+        except Exception:  # an error building the response is a 500, never a dead server
             log.exception("HTTP %s %s failed", method, path)
             status, body = 500, {"error": {"code": "internal",
                                            "message": "internal error; see the daemon's log"}}
@@ -172,7 +172,7 @@ class StatusHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Answer protocol errors (bad request line, unsupported method) in JSON, then close."""
+        """Send protocol errors (bad request line, unsupported method) as JSON, then close."""
         self.close_connection = True
         codes = {400: "bad_request", 404: "not_found", 408: "timeout", 414: "bad_request",
                  431: "bad_request", 501: "method_not_allowed"}

@@ -5,9 +5,9 @@ mitod runs at a lower CPU scheduling priority (a higher nice value).
 
 On Linux, nice values belong to threads, so every thread of the process is
 reniced, and threads started later inherit the value from their creator.
-Raising the nice value needs no privilege; lowering it back needs root or
-CAP_SYS_NICE, so an unprivileged mitod stays at the higher value until it
-restarts, and says so in its log.
+Raising the nice value needs no privilege, but lowering it back needs root or
+CAP_SYS_NICE. An unprivileged mitod therefore keeps the higher value until it
+restarts, and logs that it does.
 """
 
 import logging

@@ -1,11 +1,11 @@
 """The SQLite database: opening checks, per-thread connections and serialised writes.
 
 SQLite allows one writer at a time. When several connections of one process
-try to write at once, the losers sleep in SQLite's busy handler, which backs
-off in steps of up to 100 ms and can leave a thread waiting for seconds or
-failing with "database is locked" even under a 5 s busy timeout. So every
-write in this process goes through one lock first (:meth:`Database.write`),
-and only the holder of that lock ever meets another process's lock.
+try to write at once, the losers sleep in SQLite's busy handler. It backs off
+in steps of up to 100 ms, so a thread can wait for seconds, or fail with
+"database is locked" even under a 5 s busy timeout. Every write in this
+process therefore goes through one lock first (:meth:`Database.write`), and
+only the holder of that lock ever meets another process's lock.
 
 A write that meets another process's lock (a script holding a transaction
 open) is retried until ``lock_wait_limit`` runs out, logging once per wait,
@@ -292,7 +292,7 @@ class Database:
             return
 
     def read(self) -> sqlite3.Connection:
-        """Return this thread's connection for reads, which WAL mode never blocks."""
+        """Return this thread's connection for reads; in WAL mode a writer does not block them."""
         return self.connection()
 
 
