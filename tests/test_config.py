@@ -280,3 +280,8 @@ def test_redact_url(url, expected):
     from mitod.config import redact_url
 
     assert redact_url(url) == expected
+
+
+def test_disk_paths_resolve_against_file(tmp_path):
+    config = load_config(str(write(tmp_path, '[system]\ndisk_paths = [".", "/srv"]\n')))
+    assert config.system.disk_paths == (str(tmp_path), "/srv")

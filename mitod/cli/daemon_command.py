@@ -1,9 +1,13 @@
-"""``mitod``: start the daemon, in the background by default, or check a configuration."""
+"""``mitod``: start the daemon, in the background by default, or check a configuration.
 
+This command uses argparse rather than click: the daemon process keeps every
+module it imported for its whole life, and click would add about 3 MiB of
+resident memory to it for nothing after start-up.
+"""
+
+import argparse
 import os
 import sys
-
-import click
 
 from mitod import __version__
 from mitod.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
@@ -11,25 +15,36 @@ from mitod.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 EX_CONFIG = 78
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", envvar="MITOD_CONFIG", default=DEFAULT_CONFIG_PATH,
-              show_default=True, metavar="PATH",
-              help="Configuration file to read (also set by MITOD_CONFIG).")
-@click.option("--foreground", is_flag=True,
-              help="Run in this process without forking; log to stderr. For Type=notify "
-                   "units, containers and development.")
-@click.option("--check-config", is_flag=True,
-              help='Validate the configuration, print "configuration OK" or every error, and '
-                   "exit 0 or 78.")
-@click.version_option(__version__, prog_name="mitod")
-def command(config_path: str, foreground: bool, check_config: bool) -> None:
-    """Autonomous monitoring and self-maintenance daemon for one Linux host."""
-    if check_config:
-        sys.exit(_check(config_path))
-    if foreground:
-        sys.exit(_run_foreground(config_path))
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mitod",
+        description="Autonomous monitoring and self-maintenance daemon for one Linux host. "
+                    "Without options it starts in the background and returns once the daemon "
+                    "is ready, or prints why it could not start.")
+    parser.add_argument(
+        "--config", dest="config_path", metavar="PATH",
+        default=os.environ.get("MITOD_CONFIG", DEFAULT_CONFIG_PATH),
+        help="configuration file to read (default: $MITOD_CONFIG or %(default)s)")
+    parser.add_argument(
+        "--foreground", action="store_true",
+        help="run in this process without forking and log to stderr; for Type=notify "
+             "units, containers and development")
+    parser.add_argument(
+        "--check-config", action="store_true",
+        help='validate the configuration, print "configuration OK" or every error, and exit '
+             "0 or 78")
+    parser.add_argument("--version", action="version", version=f"mitod {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.check_config:
+        sys.exit(_check(args.config_path))
+    if args.foreground:
+        sys.exit(_run_foreground(args.config_path))
     from mitod.daemon.daemonize import launch
-    sys.exit(launch(config_path))
+    sys.exit(launch(args.config_path))
 
 
 def _check(config_path: str) -> int:
@@ -37,11 +52,11 @@ def _check(config_path: str) -> int:
         config = load_config(config_path)
     except ConfigError as error:
         for line in error.errors:
-            click.echo(line, err=True)
-        click.echo(f"{len(error.errors)} configuration error(s) in {config_path}", err=True)
+            print(line, file=sys.stderr)
+        print(f"{len(error.errors)} configuration error(s) in {config_path}", file=sys.stderr)
         return EX_CONFIG
-    click.echo(f"configuration OK: {config_path} ({len(config.files)} files, "
-               f"{len(config.sites)} sites)")
+    print(f"configuration OK: {config_path} ({len(config.files)} files, "
+          f"{len(config.sites)} sites)")
     return 0
 
 
@@ -53,13 +68,9 @@ def _run_foreground(config_path: str) -> int:
         daemon.start()
     except StartupError as error:
         if daemon.logs.stream_handler is None:
-            click.echo(f"mitod: {error}", err=True)
+            print(f"mitod: {error}", file=sys.stderr)
         return error.exit_code
     return daemon.serve()
-
-
-def main() -> None:
-    command()  # pylint: disable=no-value-for-parameter
 
 
 if __name__ == "__main__":

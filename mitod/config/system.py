@@ -16,7 +16,7 @@ class SystemConfig:
 
     @classmethod
     def from_table(cls, table: Table) -> "SystemConfig":
-        paths = table.string_list("disk_paths", list(cls.disk_paths))
+        paths = table.path_list("disk_paths", list(cls.disk_paths))
         if table.has("disk_paths") and not paths:
             table.expected("disk_paths", "a list of at least one folder", paths)
             paths = list(cls.disk_paths)

@@ -149,6 +149,11 @@ class Table:
             return ""
         return resolve_path(value, base)
 
+    def path_list(self, key: str, default: list[str]) -> list[str]:
+        """Return a list of absolute paths; relative ones resolve against their file's folder."""
+        base = self.origin(key).parent if self.has(key) else self.default_origin.parent
+        return [resolve_path(path, base) for path in self.string_list(key, default)]
+
     def string_list(self, key: str, default: list[str]) -> list[str]:
         return list(self._typed(key, default, _is_string_list, "a list of strings"))
 

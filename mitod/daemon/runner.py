@@ -18,6 +18,7 @@ import time
 from mitod import __version__
 from mitod.config import ConfigError, load_config
 from mitod.config.diff import describe_changes
+from mitod.daemon.memory import limit_malloc_arenas
 from mitod.daemon.notify import Notifier
 from mitod.daemon.pidfile import AlreadyRunningError, Pidfile, PidfileError
 from mitod.daemon.signals import SignalQueue
@@ -78,6 +79,7 @@ class Daemon:
 
     def start(self) -> None:
         """Bring the daemon up to ready; raise StartupError after undoing partial steps."""
+        limit_malloc_arenas()
         self.signals.install()
         if self.test_hooks:
             signal.signal(signal.SIGUSR2, lambda *_: self.signals.put(signal.SIGUSR2))
