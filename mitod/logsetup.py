@@ -109,6 +109,11 @@ class LogSetup:
         self.file_handler = handler
         self.file_path = file
 
+    @property
+    def configured(self) -> bool:
+        """Return True once a handler of this set-up receives log records."""
+        return self.stream_handler is not None or self.file_handler is not None
+
     def set_level(self, level: str) -> None:
         logging.getLogger().setLevel(LEVELS.get(level, logging.INFO))
 

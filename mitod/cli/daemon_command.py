@@ -67,7 +67,7 @@ def _run_foreground(config_path: str) -> int:
     try:
         daemon.start()
     except StartupError as error:
-        if daemon.logs.stream_handler is None:
+        if not daemon.logs.configured:
             print(f"mitod: {error}", file=sys.stderr)
         return error.exit_code
     return daemon.serve()

@@ -23,6 +23,7 @@ import sys
 import time
 
 from mitod.config import ConfigError, load_config
+from mitod.daemon.notify import Notifier
 from mitod.logsetup import stderr_is_journal
 
 EX_FAILURE = 1
@@ -129,8 +130,19 @@ def _kill(pid: int) -> None:
 
 
 def _print_error(message: str) -> None:
-    sys.stderr.write(f"mitod: {message}\n")
+    """Print the start-up error; under systemd also set it as the unit's status text.
+
+    ``systemctl status`` shows log lines of the unit's latest invocation only,
+    and after ``Restart=`` has retried a failed start that invocation has none,
+    so the reason would be missing there without ``STATUS=``. The unit needs
+    ``NotifyAccess=all`` for systemd to accept it from this process.
+    """
+    lines = f"mitod: {message}".splitlines()
+    if stderr_is_journal():
+        lines = [f"<3>{line}" for line in lines]  # syslog priority "err" for journalctl -p
+    sys.stderr.write("\n".join(lines) + "\n")
     sys.stderr.flush()
+    Notifier().status("start-up failed: " + "; ".join(message.splitlines()))
 
 
 class ReadinessPipe:

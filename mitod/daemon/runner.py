@@ -86,13 +86,18 @@ class Daemon:
         try:
             self._start_steps()
         except StartupError as error:
-            log.error("Start-up failed: %s", error)
-            self._teardown()
+            if self.logs.configured:  # otherwise the command prints it, and once is enough
+                log.error("Start-up failed: %s", error)
+            self._fail_startup(str(error))
             raise
         except Exception as error:
             log.exception("Start-up failed")
-            self._teardown()
+            self._fail_startup(f"{type(error).__name__}: {error}")
             raise StartupError(f"start-up failed: {type(error).__name__}: {error}") from error
+
+    def _fail_startup(self, message: str) -> None:
+        self.notifier.status("start-up failed: " + "; ".join(message.splitlines()))
+        self._teardown()
 
     def _start_steps(self) -> None:
         self.config = self._load_config()

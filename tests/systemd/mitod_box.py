@@ -15,9 +15,8 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -55,9 +54,9 @@ COPY_IGNORE = shutil.ignore_patterns(
     ".benchmarks", "var",
 )
 
-# A web server for site checks: it answers every GET with 200 after DELAY seconds.
+# A web server for site checks: it returns 200 to every GET after DELAY seconds.
 SITE_SERVER_SOURCE = '''\
-"""Answer every GET with 200 after a delay: python3 site_server.py PORT DELAY_SECONDS."""
+"""Return 200 to every GET after a delay: python3 site_server.py PORT DELAY_SECONDS."""
 import http.server
 import sys
 import time
@@ -108,8 +107,8 @@ def build_wheels(tmp_path_factory: pytest.TempPathFactory, checkout: Path = REPO
     shutil.copytree(checkout, source, ignore=COPY_IGNORE, symlinks=True)
     command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
                "--wheel-dir", str(wheels), str(source)]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=600)
+    result = subprocess.run(command, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=600)
     if result.returncode != 0:
         pytest.fail(f"building wheels failed (exit status {result.returncode}): "
                     f"{' '.join(command)}\n{result.stdout[-4000:]}", pytrace=False)
@@ -273,9 +272,9 @@ class MitodBox:
     def journal_mark(self) -> str:
         """Return a `--since` value for "from now on", to read only entries logged after this call.
 
-        A cursor would be exact, but journalctl 252 with --after-cursor and a
-        -u or -p filter skips the first matching entry when the cursor entry
-        does not match the filter. journald stamps entries when it receives
+        A cursor would be exact, but journalctl 252 (tried in the box) with
+        --after-cursor and a -u or -p filter skips the first matching entry
+        when the cursor entry does not match the filter. journald stamps entries when it receives
         them, so an entry logged after this call is not older than the mark.
         """
         now = self.box.run(["python3", "-c", "import time; print(f'{time.time():.6f}')"]).stdout
@@ -315,11 +314,6 @@ class MitodBox:
         gid = int(self.box.run(["id", "-g", user]).stdout)
         return uid, gid
 
-    def monotonic_usec(self) -> int:
-        """Return CLOCK_MONOTONIC in microseconds, the clock of systemd's *Monotonic properties."""
-        return int(self.box.run(["python3", "-c", "import time; print(time.monotonic_ns() // 1000)"]
-                                ).stdout)
-
 
 def message_text(entry: dict) -> str:
     """Return a journal entry's MESSAGE as text; journalctl gives non-UTF-8 ones as byte lists."""
@@ -337,12 +331,3 @@ def timing_line(what: str, seconds: float, how: str) -> str:
     """Format a measured duration for the test's captured output (shown with pytest -rP)."""
     return f"measured: {what}: {seconds:.3f} s ({how}; {os.cpu_count()} CPUs)"
 
-
-def wait_seconds(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
-    """Poll `condition` until true; return the seconds it took, or raise TimeoutError."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"condition not met within {timeout:g} s")
-        time.sleep(interval)
-    return time.monotonic() - started

@@ -13,7 +13,12 @@ import pytest
 from tests.systemd.box import Bind, Box
 from tests.systemd.conftest import require_systemd_box
 from tests.systemd.mitod_box import (
-    MitodBox, build_wheels, elapsed_seconds, install_binds, message_text, site_config,
+    MitodBox,
+    build_wheels,
+    elapsed_seconds,
+    install_binds,
+    message_text,
+    site_config,
     timing_line,
 )
 
@@ -87,9 +92,8 @@ def test_watchdog_restarts_stuck_scheduler(mitod: MitodBox):
     restarts = int(mitod.property(UNIT, "NRestarts"))
     assert mitod.property(UNIT, "WatchdogUSec") == f"{WATCHDOG_SECONDS}s"
     # The scheduler heartbeat age at which mitod stops pinging, from the installed package.
-    stuck_after = float(mitod.box.run(["/opt/mitod/bin/python", "-c", "from mitod.daemon.runner "
-                                       "import SCHEDULER_STUCK_AFTER; print(SCHEDULER_STUCK_AFTER)"]
-                                      ).stdout)
+    read_limit = "from mitod.daemon.runner import SCHEDULER_STUCK_AFTER; print(SCHEDULER_STUCK_AFTER)"
+    stuck_after = float(mitod.box.run(["/opt/mitod/bin/python", "-c", read_limit]).stdout)
 
     # Healthy: the pings keep coming (systemd stores the time of the last one).
     first_ping = mitod.property(UNIT, "WatchdogTimestampMonotonic")
@@ -97,8 +101,8 @@ def test_watchdog_restarts_stuck_scheduler(mitod: MitodBox):
                      timeout=WATCHDOG_SECONDS * 2, message="a second watchdog ping")
 
     since = mitod.journal_mark()
-    stuck_usec = mitod.box.run(["sh", "-c", f'kill -USR2 {pid} && python3 -c "import time; '
-                                            f'print(time.monotonic_ns() // 1000)"']).stdout
+    stick_scheduler = f'kill -USR2 {pid} && python3 -c "import time; print(time.monotonic_ns() // 1000)"'
+    stuck_usec = mitod.box.run(["sh", "-c", stick_scheduler]).stdout
     mitod.wait_for_journal(UNIT, since, "Test hook: the scheduler is now stuck on purpose")
     new_pid = mitod.wait_active(UNIT, replacing=pid,
                                 timeout=stuck_after + WATCHDOG_SECONDS + 20)
