@@ -4,7 +4,11 @@ Each task writes its row and its three audit rows (enqueued, started,
 completed), as in the daemon. Reports tasks per second and the longest wait
 for the write lock.
 
-    .venv/bin/python scripts/bench_queue.py [--tasks N] [--workers N] [--producers N]
+With ``--batch 1`` the producer enqueues one task per transaction, as
+``mitoctl run`` and threshold triggers do; with a larger batch it enqueues
+several per transaction, as the scheduler does with the jobs due in one tick.
+
+    .venv/bin/python scripts/bench_queue.py [--tasks N] [--workers N] [--batch N]
 """
 
 import argparse
@@ -18,12 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mitod.engine.executor import ClaimPolicy, Executor  # noqa: E402
-from mitod.engine.queue import TaskQueue  # noqa: E402
+from mitod.engine.queue import TaskQueue, TaskRequest  # noqa: E402
 from mitod.engine.tasks import Priority  # noqa: E402
 from mitod.store import Database  # noqa: E402
 
 
-def run_once(tasks: int, workers: int, producers: int) -> dict:
+def run_once(tasks: int, workers: int, producers: int, batch: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="mitod-bench-") as folder:
         db = Database(str(Path(folder) / "bench.db")).open()
         queue = TaskQueue(db)
@@ -43,8 +47,10 @@ def run_once(tasks: int, workers: int, producers: int) -> dict:
         db.stats.max_wait = 0.0
 
         def produce(count: int, offset: int) -> None:
-            for index in range(count):
-                queue.enqueue(f"bench-{offset + index}", "noop", Priority.HIGH, coalesce=False)
+            for first in range(0, count, batch):
+                queue.enqueue_many([
+                    TaskRequest(f"bench-{offset + index}", "noop", Priority.HIGH, coalesce=False)
+                    for index in range(first, min(first + batch, count))])
 
         per_producer = tasks // producers
         threads = [threading.Thread(target=produce, args=(per_producer, n * per_producer))
@@ -72,15 +78,19 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20000, help="tasks per run")
     parser.add_argument("--workers", type=int, default=4, help="executor workers")
     parser.add_argument("--producers", type=int, default=1, help="threads that enqueue")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="tasks enqueued per transaction by each producer")
     parser.add_argument("--runs", type=int, default=3, help="runs; the median is reported")
     args = parser.parse_args()
-    results = [run_once(args.tasks, args.workers, args.producers) for _ in range(args.runs)]
+    results = [run_once(args.tasks, args.workers, args.producers, args.batch)
+               for _ in range(args.runs)]
     for result in results:
         print(f"  {result['tasks']} tasks ({result['completed']} completed, "
               f"{result['audit_rows']} audit rows) in {result['seconds']:.2f} s: "
               f"{result['tasks_per_s']:.0f} tasks/s, longest write wait "
               f"{result['max_write_wait_ms']:.1f} ms")
-    print(f"queue throughput, {args.workers} workers, {args.producers} producer(s): median "
+    print(f"queue throughput, {args.workers} workers, {args.producers} producer(s), "
+          f"batch {args.batch}: median "
           f"{statistics.median(r['tasks_per_s'] for r in results):.0f} tasks/s; longest write "
           f"wait {max(r['max_write_wait_ms'] for r in results):.1f} ms")
 

@@ -48,6 +48,7 @@ class Worker:
         self.task: Task | None = None
         self.deadline: float | None = None
         self.abandoned = False
+        self.found_queue_empty = False
         self.thread = threading.Thread(target=target, args=(self,), name=name, daemon=True)
 
     @property
@@ -162,7 +163,13 @@ class Executor:
                 if task is None:
                     self.queue.wait_for_work(seen, self._stop, policy.operator_only)
                     continue
+            seen = self.queue.generation
             task = self._execute(worker, task, policy)
+            if task is None and worker.found_queue_empty:
+                # The completion already looked for a next task and found none,
+                # so wait for a change instead of looking again at once.
+                worker.found_queue_empty = False
+                self.queue.wait_for_work(seen, self._stop, policy.operator_only)
 
     def _claim(self, worker: Worker, policy: ClaimPolicy) -> Task | None:
         try:
@@ -222,6 +229,7 @@ class Executor:
                     _, following = self.queue.complete_and_claim(
                         task, result, summary, worker.name, policy.operator_only,
                         policy.skip_low)
+                    worker.found_queue_empty = following is None
                 break
             except StoreError as error:
                 log.error("Recording the completion of task %s failed (attempt %d of 3): %s",

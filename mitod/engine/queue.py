@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from mitod.clock import SYSTEM_CLOCK, Clock, format_timestamp, parse_timestamp
@@ -56,6 +57,29 @@ WHERE id = (
     ) ORDER BY rank, scheduled_at LIMIT 1)
 RETURNING *
 """
+
+
+@dataclass
+class TaskRequest:
+    """What :meth:`TaskQueue.enqueue_many` inserts: one task, not yet enqueued.
+
+    The payload is encoded to JSON when the request is made, so a payload that
+    JSON cannot encode raises TypeError here, before any database work.
+    """
+
+    name: str
+    kind: str
+    priority: int
+    payload: dict | None = None
+    delay: float = 0.0
+    origin: str = "schedule"
+    max_retries: int = 3
+    timeout: float | None = None
+    coalesce: bool = True
+    payload_json: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.payload_json = json.dumps(self.payload) if self.payload else None
 
 
 class TaskQueue:
@@ -112,32 +136,61 @@ class TaskQueue:
                 delay: float = 0.0, origin: str = "schedule", max_retries: int = 3,
                 timeout: float | None = None, coalesce: bool = True) -> Task | None:
         """Insert a queued task; return None when ``coalesce`` finds one of ``name`` active."""
-        task_id = uuid.uuid4().hex
-        now = self.clock.timestamp()
-        scheduled = self.clock.timestamp(delay) if delay else now
+        request = TaskRequest(name, kind, priority, payload, delay, origin, max_retries, timeout,
+                              coalesce)
+        return self.enqueue_many([request])[0]
+
+    def enqueue_many(self, requests: list["TaskRequest"]) -> list[Task | None]:
+        """Insert several tasks in one transaction; None for each one coalesced.
+
+        The scheduler enqueues every job due in one tick this way, so a tick
+        with many due jobs costs one commit instead of one per job.
+        """
+        created: list[Task | None] = []
         with self.db.write() as conn:
-            if coalesce and self._has_active(conn, name):
-                return None
-            row = conn.execute(
-                "INSERT INTO autonomous_tasks (id, name, kind, priority, status, origin, "
-                "created_at, scheduled_at, max_retries, timeout_s, payload) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING *",
-                (task_id, name, kind, int(priority), origin, now, scheduled, max_retries,
-                 timeout, json.dumps(payload) if payload else None)).fetchone()
-            task = Task.from_row(row)
-            add_event(conn, self.clock, "task.enqueued",
-                      f"Enqueued task {task.label} at priority {int(priority)} ({origin})",
-                      {"name": name, "kind": kind, "priority": int(priority), "origin": origin,
-                       "scheduled_at": scheduled}, task_id)
-        log.debug("Enqueued task %s at priority %d (%s)", task.label, priority, origin)
-        self.notify(1)
+            for request in requests:
+                if request.coalesce and self._has_active(conn, request.name):
+                    created.append(None)
+                    continue
+                created.append(self._insert(conn, request))
+        for task in created:
+            if task is not None:
+                log.debug("Enqueued task %s at priority %d (%s)", task.label, task.priority,
+                          task.origin)
+        added = sum(1 for task in created if task is not None)
+        if added:
+            self.notify(added)
+        return created
+
+    def _insert(self, conn, request: "TaskRequest") -> Task:
+        now = self.clock.timestamp()
+        scheduled = self.clock.timestamp(request.delay) if request.delay else now
+        task = Task(id=uuid.uuid4().hex, name=request.name, kind=request.kind,
+                    priority=int(request.priority), status="queued", origin=request.origin,
+                    created_at=now, scheduled_at=scheduled, started_at=None, completed_at=None,
+                    worker=None, error_message=None, retry_count=0,
+                    max_retries=request.max_retries, timeout_s=request.timeout,
+                    payload=request.payload or {}, result=None)
+        conn.execute(
+            "INSERT INTO autonomous_tasks (id, name, kind, priority, status, origin, "
+            "created_at, scheduled_at, max_retries, timeout_s, payload) "
+            "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            (task.id, task.name, task.kind, task.priority, task.origin, now, scheduled,
+             task.max_retries, task.timeout_s, request.payload_json))
+        add_event(conn, self.clock, "task.enqueued",
+                  f"Enqueued task {task.label} at priority {task.priority} ({task.origin})",
+                  {"name": task.name, "kind": task.kind, "priority": task.priority,
+                   "origin": task.origin, "scheduled_at": scheduled}, task.id)
         return task
 
     @staticmethod
     def _has_active(conn, name: str) -> bool:
+        # Few tasks are active at a time, so the status index finds them
+        # faster than the name index would find one job's whole history.
         return conn.execute(
-            "SELECT 1 FROM autonomous_tasks WHERE name = ? "
-            "AND status IN ('queued', 'running', 'retrying') LIMIT 1", (name,)).fetchone() is not None
+            "SELECT 1 FROM autonomous_tasks INDEXED BY tasks_by_status "
+            "WHERE status IN ('queued', 'running', 'retrying') AND name = ? LIMIT 1",
+            (name,)).fetchone() is not None
 
     # -- claim -----------------------------------------------------------
 

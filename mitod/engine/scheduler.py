@@ -24,7 +24,7 @@ from typing import Callable
 
 import schedule
 
-from mitod.engine.queue import TaskQueue
+from mitod.engine.queue import TaskQueue, TaskRequest
 from mitod.store.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class Scheduler:
         self.die_for_test = threading.Event()
         self._schedule = schedule.Scheduler()
         self._jobs: dict[str, JobState] = {}
+        self._due: list[tuple[JobState, TaskRequest]] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
@@ -185,6 +186,7 @@ class Scheduler:
         self.check_clock_step()
         with self._lock:
             self._schedule.run_pending()
+            self._enqueue_due()
         try:
             self.on_tick()
         except Exception:  # the hook (queue rebalancing) must not stop scheduling
@@ -221,23 +223,41 @@ class Scheduler:
     # -- enqueueing ------------------------------------------------------
 
     def _fire(self, name: str) -> None:
-        """Enqueue a task for job ``name``; errors are logged, never raised to ``schedule``."""
+        """Collect job ``name`` for this tick's batch; errors are logged, never raised.
+
+        ``schedule`` stops a ``run_pending`` round at the first job that raises,
+        so nothing may escape from here.
+        """
         state = self._jobs.get(name)
         if state is None or self.is_paused():
             return
         spec = state.spec
         try:
-            task = self.queue.enqueue(spec.name, spec.kind, spec.priority, payload=spec.payload,
-                                      max_retries=spec.max_retries, timeout=spec.timeout,
-                                      coalesce=True)
-        except StoreError as error:
-            log.error("Could not enqueue job %s: %s; it runs again at its next interval",
-                      name, error)
-            return
+            request = TaskRequest(spec.name, spec.kind, spec.priority, spec.payload,
+                                  max_retries=spec.max_retries, timeout=spec.timeout,
+                                  coalesce=True)
         except Exception:  # one broken job must never stop the others
             log.exception("Could not enqueue job %s; it runs again at its next interval", name)
             return
-        self._note_outcome(state, task)
+        self._due.append((state, request))
+
+    def _enqueue_due(self) -> None:
+        """Enqueue every job collected in this tick, in one transaction."""
+        due, self._due = self._due, []
+        if not due:
+            return
+        try:
+            tasks = self.queue.enqueue_many([request for _state, request in due])
+        except StoreError as error:
+            log.error("Could not enqueue jobs %s: %s; they run again at their next interval",
+                      ", ".join(state.spec.name for state, _ in due), error)
+            return
+        except Exception:  # a database fault must not stop the scheduler thread
+            log.exception("Could not enqueue jobs %s; they run again at their next interval",
+                          ", ".join(state.spec.name for state, _ in due))
+            return
+        for (state, _request), task in zip(due, tasks):
+            self._note_outcome(state, task)
 
     def _note_outcome(self, state: JobState, task) -> None:
         name = state.spec.name

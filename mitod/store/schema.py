@@ -34,7 +34,7 @@ CREATE INDEX tasks_due ON autonomous_tasks (priority, scheduled_at)
 CREATE INDEX tasks_aging ON autonomous_tasks (scheduled_at)
     WHERE status IN ('queued', 'retrying') AND priority >= 3;
 CREATE INDEX tasks_by_status ON autonomous_tasks (status, created_at);
-CREATE INDEX tasks_by_name ON autonomous_tasks (name, status);
+CREATE INDEX tasks_by_name ON autonomous_tasks (name, created_at);
 CREATE INDEX tasks_by_created ON autonomous_tasks (created_at);
 
 CREATE TABLE operation_log (
