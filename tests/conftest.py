@@ -2,7 +2,9 @@
 
 import pytest
 
-from tests.harness import DaemonProcess, DaemonSetup
+from mitod.client import Client
+from tests.fixtures.servers import HealthyServer
+from tests.harness import DaemonProcess, DaemonSetup, wait_for
 
 
 @pytest.fixture
@@ -33,6 +35,26 @@ def make_daemon():
     yield make
     for process in started:
         process.kill()
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """One daemon per module, checking one healthy site every second.
+
+    For tests that leave it running and unpaused; yields its DaemonSetup.
+    """
+    with HealthyServer() as server:
+        setup = DaemonSetup(sites=[{"name": "web", "url": server.url, "interval": "1s",
+                                    "timeout": "1s"}])
+        daemon = DaemonProcess(setup).start()
+        try:
+            with Client(str(setup.socket)) as client:
+                wait_for(lambda: client.call("status")["sites"][0]["last_check_at"], 10,
+                         message="the first site check")
+            yield setup
+        finally:
+            daemon.stop()
+            setup.cleanup()
 
 
 # The fixture servers' pytest fixtures, available to every test module.

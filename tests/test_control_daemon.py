@@ -1,5 +1,6 @@
 """The control socket of a real mitod process: every command, concurrency, limits and access."""
 
+import atexit
 import grp
 import json
 import os
@@ -7,11 +8,13 @@ import pwd
 import random
 import resource
 import select
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +24,7 @@ from mitod.client import Client, ControlError
 from mitod.control import protocol
 from mitod.engine.tasks import STATUSES
 from tests.fixtures.servers import HealthyServer, SlowServer, start_server  # noqa: F401
-from tests.harness import ROOT, DaemonProcess, DaemonSetup, child_env, wait_for
+from tests.harness import ROOT, child_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +33,6 @@ STATUS_KEYS = {"state", "pid", "version", "started_at", "uptime_seconds", "confi
 SITE_KEYS = {"name", "state", "since", "last_check_at", "last_response_ms", "last_error"}
 
 
-@pytest.fixture(scope="module")
-def site_server():
-    with HealthyServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def shared(site_server):
-    """One daemon for the tests that leave it as they found it."""
-    setup = DaemonSetup(sites=[{"name": "web", "url": site_server.url, "interval": "1s",
-                                "timeout": "1s"}])
-    daemon = DaemonProcess(setup).start()
-    yield setup
-    daemon.stop()
-    setup.cleanup()
 
 
 @pytest.fixture
@@ -471,8 +459,7 @@ def interpreter_for_other_users() -> str | None:
     """Return a Python 3.11+ that unprivileged users may run, preferring the current one.
 
     The current interpreter can live under a private folder (pyenv in /root).
-    Then the system's python3 runs the child, with this environment's
-    site-packages on PYTHONPATH for click.
+    Then the system's python3 runs the child.
     """
     for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
         if not os.path.exists(candidate) or not world_executable(candidate):
@@ -484,17 +471,42 @@ def interpreter_for_other_users() -> str | None:
     return None
 
 
+_readable_code: list[str] = []
+
+
+def code_readable_by_everyone() -> str:
+    """Return a folder with copies of mitod and click that every user may read.
+
+    The checkout and its .venv may sit below a folder that other users cannot
+    enter (a fresh clone in a mktemp folder is mode 0700), so the child gets
+    its own copy, made once per test session.
+    """
+    if not _readable_code:
+        import click
+
+        folder = tempfile.mkdtemp(prefix="mitod-code-", dir="/tmp")
+        shutil.copytree(ROOT / "mitod", os.path.join(folder, "mitod"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(os.path.dirname(click.__file__), os.path.join(folder, "click"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for base, folders, files in os.walk(folder):
+            os.chmod(base, 0o755)
+            for name in files:
+                os.chmod(os.path.join(base, name), 0o644)
+        atexit.register(shutil.rmtree, folder, True)
+        _readable_code.append(folder)
+    return _readable_code[0]
+
+
 def run_as(user: str, group: str, extra_groups: list, *arguments: str):
     """Run ``python ARGUMENTS`` as ``user`` with exactly the given groups."""
     python = interpreter_for_other_users()
     if python is None:
         pytest.skip("no Python interpreter here may be run by other users")
-    import site
-
-    path = os.pathsep.join([str(ROOT), *site.getsitepackages()])
     return subprocess.run([python, *arguments], user=user, group=group,
-                          extra_groups=extra_groups, env=child_env({"PYTHONPATH": path}),
-                          cwd=ROOT, capture_output=True, text=True, timeout=30,
+                          extra_groups=extra_groups,
+                          env=child_env({"PYTHONPATH": code_readable_by_everyone()}),
+                          cwd="/", capture_output=True, text=True, timeout=30,
                           stdin=subprocess.DEVNULL)
 
 
@@ -619,6 +631,7 @@ def test_requests_pipelined_behind_a_wait_are_answered(shared):
 
 SERVER_SCRIPT = """
 import sys
+import tempfile
 from mitod.config.control import ControlConfig
 from mitod.control.server import ControlServer, ControlServerError
 server = ControlServer(sys.argv[1], ControlConfig(group=sys.argv[2]), None)

@@ -10,9 +10,8 @@ import subprocess
 import pytest
 
 from mitod.cli import mitoctl
-from mitod.client import Client
 from tests.fixtures.servers import HealthyServer, start_server  # noqa: F401
-from tests.harness import (ROOT, DaemonProcess, DaemonSetup, mitoctl_command, mitoctl_env,
+from tests.harness import (ROOT, mitoctl_command, mitoctl_env,
                            run_mitoctl, wait_for)
 
 pytestmark = pytest.mark.slow
@@ -20,24 +19,6 @@ pytestmark = pytest.mark.slow
 ANSI_ESCAPE = "\x1b["
 
 
-@pytest.fixture(scope="module")
-def site_server():
-    with HealthyServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def shared(site_server):
-    """One daemon for the tests that leave it running and unpaused."""
-    setup = DaemonSetup(sites=[{"name": "web", "url": site_server.url, "interval": "1s",
-                                "timeout": "1s"}])
-    daemon = DaemonProcess(setup).start()
-    with Client(str(setup.socket)) as client:
-        wait_for(lambda: client.call("status")["sites"][0]["last_check_at"], 10,
-                 message="the first site check")
-    yield setup
-    daemon.stop()
-    setup.cleanup()
 
 
 def parse_json(completed: subprocess.CompletedProcess):

@@ -98,3 +98,33 @@ def systemd_box_factory() -> Iterator[Callable[..., Box]]:
         yield make_box
     finally:
         _teardown_all(boxes)
+
+
+@pytest.fixture(scope="module")
+def mitod_install_binds(tmp_path_factory: pytest.TempPathFactory) -> list[Bind]:
+    """Return the read-only binds of the wheels and the checkout that scripts/install needs.
+
+    A module hands them to its box by defining ``systemd_box_binds`` to return
+    this fixture's value.
+    """
+    from tests.systemd.mitod_box import build_wheels, install_binds
+
+    require_systemd_box()
+    return install_binds(build_wheels(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def mitod(systemd_box: Box):
+    """Return the module's box with mitod installed by scripts/install --wheels."""
+    from tests.systemd.mitod_box import MitodBox
+
+    target = MitodBox(systemd_box)
+    target.install()
+    return target
+
+
+@pytest.fixture
+def fresh_mitod(mitod):
+    """Give a test the installed mitod, and restore the fresh installation after it."""
+    yield mitod
+    mitod.reset()

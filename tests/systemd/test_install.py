@@ -5,13 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.systemd.box import Bind, Box
-from tests.systemd.conftest import require_systemd_box
 from tests.systemd.mitod_box import (
     CHECKOUT_IN_BOX,
     CONFIG,
     MitodBox,
-    build_wheels,
-    install_binds,
 )
 
 pytestmark = pytest.mark.slow
@@ -20,9 +17,8 @@ STATE_FOLDERS = ("/var/lib/mitod", "/var/log/mitod", "/var/cache/mitod")
 
 
 @pytest.fixture(scope="module")
-def systemd_box_binds(tmp_path_factory: pytest.TempPathFactory) -> list[Bind]:
-    require_systemd_box()
-    return install_binds(build_wheels(tmp_path_factory))
+def systemd_box_binds(mitod_install_binds: list[Bind]) -> list[Bind]:
+    return mitod_install_binds
 
 
 @pytest.fixture(scope="module")

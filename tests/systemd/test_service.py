@@ -12,8 +12,7 @@ import re
 
 import pytest
 
-from tests.systemd.box import Bind, Box
-from tests.systemd.conftest import require_systemd_box
+from tests.systemd.box import Bind
 from tests.systemd.mitod_box import (
     DATABASE,
     MEMBER,
@@ -21,9 +20,7 @@ from tests.systemd.mitod_box import (
     PIDFILE,
     SOCKET,
     MitodBox,
-    build_wheels,
     elapsed_seconds,
-    install_binds,
     message_text,
     site_config,
     timing_line,
@@ -43,22 +40,13 @@ BROKEN_KEY = "site[0].url"
 
 
 @pytest.fixture(scope="module")
-def systemd_box_binds(tmp_path_factory: pytest.TempPathFactory) -> list[Bind]:
-    require_systemd_box()
-    return install_binds(build_wheels(tmp_path_factory))
-
-
-@pytest.fixture(scope="module")
-def mitod(systemd_box: Box) -> MitodBox:
-    target = MitodBox(systemd_box)
-    target.install()
-    return target
+def systemd_box_binds(mitod_install_binds: list[Bind]) -> list[Bind]:
+    return mitod_install_binds
 
 
 @pytest.fixture(autouse=True)
-def fresh_installation(mitod: MitodBox):
-    yield
-    mitod.reset()
+def fresh_installation(fresh_mitod: MitodBox):
+    """Restore the fresh installation after every test of this module."""
 
 
 def start(mitod: MitodBox) -> int:
