@@ -31,7 +31,7 @@ from mitod.store.schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, VERSI
 log = logging.getLogger(__name__)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-DEFAULT_CACHE_KIB = 2048  # per connection; SQLite grows each cache up to this as pages are read
+DEFAULT_CACHE_KIB = 4096  # per connection; SQLite grows each cache up to this as pages are read
 
 
 class WriteStats:
