@@ -2,7 +2,7 @@
 
 Every section of the configuration reads its keys through a :class:`Table`. Each
 read names the key it consumed, so :meth:`Table.finish` can report the keys
-nobody read as unknown (typos are errors, not silently ignored settings). Every
+no reader consumed as unknown (typos are errors, not silently ignored settings). Every
 error message has the form ``FILE: KEY.PATH: expected WHAT, got VALUE``.
 """
 

@@ -11,8 +11,8 @@ for configuration errors, 1 otherwise). Under ``systemctl start`` this is
 what makes start-up failures visible, and it means the pidfile exists
 before systemd looks for it.
 
-Nothing that holds a file descriptor or a thread exists before the forks;
-the readiness pipe is the one exception.
+No file descriptor or thread exists before the forks, except the readiness
+pipe.
 """
 
 import json
@@ -157,7 +157,7 @@ class ReadinessPipe:
         try:
             os.write(self.fd, (json.dumps(report) + "\n").encode())
         except OSError:
-            pass  # the launcher is gone (killed); nobody is waiting for the report
+            pass  # the launcher was killed, so no process reads the report
 
     def announce_pid(self) -> None:
         self.send({"pid": os.getpid()})

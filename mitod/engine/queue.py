@@ -61,7 +61,7 @@ RETURNING *
 
 @dataclass
 class TaskRequest:
-    """What :meth:`TaskQueue.enqueue_many` inserts: one task, not yet enqueued.
+    """A task to insert with :meth:`TaskQueue.enqueue_many`.
 
     The payload is encoded to JSON when the request is made, so a payload that
     JSON cannot encode raises TypeError here, before any database work.

@@ -93,13 +93,13 @@ class Scheduler:
         Jobs whose spec did not change keep their next run time.
         """
         changes: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
-        wanted = {spec.name: spec for spec in specs}
+        requested = {spec.name: spec for spec in specs}
         with self._lock:
             for name in list(self._jobs):
-                if name not in wanted:
+                if name not in requested:
                     self._schedule.cancel_job(self._jobs.pop(name).job)
                     changes["removed"].append(name)
-            for name, spec in wanted.items():
+            for name, spec in requested.items():
                 current = self._jobs.get(name)
                 if current is not None and current.spec == spec:
                     continue
