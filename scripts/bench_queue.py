@@ -5,7 +5,7 @@ completed), as in the daemon. Reports tasks per second and the longest wait
 for the write lock.
 
 With ``--batch 1`` the producer enqueues one task per transaction, as
-``mitoctl run`` and threshold triggers do; with a larger batch it enqueues
+``mitoctl run`` and threshold triggers do. With a larger batch it enqueues
 several per transaction, as the scheduler does with the jobs due in one tick.
 
     .venv/bin/python scripts/bench_queue.py [--tasks N] [--workers N] [--batch N]

@@ -194,7 +194,8 @@ def test_recover_running_requeues_and_logs(queue, db):
     assert queue.counts() == {"queued": 2}
     row = db.read().execute("SELECT details FROM operation_log WHERE event_type = "
                             "'daemon.recovered'").fetchone()
-    assert first.id in row[0] and second.id in row[0]
+    assert first.id in row[0]
+    assert second.id in row[0]
 
 
 def test_recover_fails_task_that_always_crashes(queue):

@@ -2,7 +2,7 @@
 
 Included files (``include = ["conf.d/*.toml"]``, globs relative to the main
 file, read in sorted order) may add ``[[site]]`` entries and set keys that no
-other file sets; a key set in two files is an error naming both files.
+other file sets. A key set in two files is an error naming both files.
 """
 
 import glob

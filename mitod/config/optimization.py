@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from mitod.config.durations import parse_duration
-from mitod.config.table import Table, describe_value, resolve_path
+from mitod.config.table import Table, resolve_path
 
 
 @dataclass(frozen=True)
@@ -77,5 +77,3 @@ def _read_cleanup_entry(table: Table, key: str, entry, base) -> CleanupFolder | 
         return None
     return CleanupFolder(resolved, older_than)
 
-
-__all__ = ["CleanupFolder", "OptimizationConfig", "describe_value"]

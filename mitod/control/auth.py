@@ -1,4 +1,4 @@
-"""Who may steer the daemon: peer credentials from SO_PEERCRED and the group check.
+"""Authorization of control commands: peer credentials from SO_PEERCRED and the group check.
 
 Anyone who can open the socket (its mode and group decide that) may run the
 read-only commands. The mutating ones (start, stop, run, reload) also need

@@ -33,7 +33,7 @@ class Notifier:
         message = "\n".join(fields).encode("utf-8", "replace")
         try:
             if self._socket is None:
-                # Non-blocking: a notify socket that nobody reads must never stall the daemon.
+                # Non-blocking, so a notify socket that no process reads cannot stall the daemon.
                 self._socket = socket.socket(
                     socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._socket.sendto(message, self.address)

@@ -78,26 +78,6 @@ class Pidfile:
             self.fd = None
 
 
-def read_pid(path: str) -> int | None:
-    """Return the pid written in ``path``, or None if it is missing or not a number."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read(32).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def holder_pid(path: str, attempts: int = 20) -> int | None:
-    """Return the pid of the process holding ``path``'s lock, waiting briefly for it to be written."""
-    for _ in range(attempts):
-        pid = read_pid(path)
-        if pid:
-            return pid
-        time.sleep(0.01)
-    return None
-
-
 def _read_pid_fd(fd: int, wait: bool = False) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()

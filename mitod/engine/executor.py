@@ -8,7 +8,7 @@ Timeouts: Python cannot kill a thread. When a task runs past its timeout the
 watch thread records the attempt as failed (timed out, so it is retried like
 any other failure), marks the worker *abandoned* and starts a replacement, so
 the pool keeps its size. The abandoned thread runs on until its handler
-returns; then it sees the mark, discards the result without writing it, and
+returns. Then it finds the mark, discards the result without writing it, and
 exits. The queue's ``WHERE worker = ?`` guard makes a late write harmless too.
 """
 

@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from mitod.clock import SYSTEM_CLOCK, Clock, format_timestamp, parse_timestamp
 from mitod.engine.backoff import Backoff
-from mitod.engine.tasks import ACTIVE_STATUSES, MAINTENANCE, Priority, Task
+from mitod.engine.tasks import MAINTENANCE, Priority, Task
 from mitod.store.database import Database
 from mitod.store.oplog import add_event
 
@@ -310,22 +310,6 @@ class TaskQueue:
         log.error("%s", message)
         return "failed"
 
-    def cancel(self, task_ids: list[str], reason: str) -> int:
-        """Cancel queued or retrying tasks; return how many were cancelled."""
-        if not task_ids:
-            return 0
-        now = self.clock.timestamp()
-        cancelled = 0
-        with self.db.write() as conn:
-            for task_id in task_ids:
-                cancelled += conn.execute(
-                    "UPDATE autonomous_tasks SET status = 'cancelled', completed_at = ?, "
-                    "error_message = ? WHERE id = ? AND status IN ('queued', 'retrying')",
-                    (now, reason, task_id)).rowcount
-                add_event(conn, self.clock, "task.cancelled",
-                          f"Cancelled task {task_id[:8]}: {reason}", {"reason": reason}, task_id)
-        return cancelled
-
     # -- recovery --------------------------------------------------------
 
     def recover_running(self) -> list[Task]:
@@ -416,10 +400,3 @@ class TaskQueue:
         return self.db.read().execute(
             "SELECT COUNT(*) FROM autonomous_tasks WHERE status IN ('queued', 'retrying')"
         ).fetchone()[0]
-
-    def active_names(self) -> set[str]:
-        placeholders = ", ".join("?" for _ in ACTIVE_STATUSES)
-        rows = self.db.read().execute(
-            f"SELECT DISTINCT name FROM autonomous_tasks WHERE status IN ({placeholders})",
-            ACTIVE_STATUSES).fetchall()
-        return {row[0] for row in rows}

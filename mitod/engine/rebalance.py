@@ -58,7 +58,7 @@ class Rebalancer:
                 (deferred_until, int(Priority.LOW), deferred_until)).rowcount
             summary = {"depth": depth, "high_water": self.high_water,
                        "coalesced": len(duplicates), "deferred_low": deferred,
-                       "deferred_until": deferred_until}
+                       "deferred_until": deferred_until, "cancelled_task_ids": duplicates}
             add_event(conn, clock, "queue.rebalanced",
                       f"Queue backlog {depth} passed the high-water mark {self.high_water}: "
                       f"coalesced {len(duplicates)} duplicate tasks, deferred {deferred} LOW "

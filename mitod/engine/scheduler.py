@@ -256,7 +256,7 @@ class Scheduler:
             log.exception("Could not enqueue jobs %s; they run again at their next interval",
                           ", ".join(state.spec.name for state, _ in due))
             return
-        for (state, _request), task in zip(due, tasks):
+        for (state, _request), task in zip(due, tasks, strict=True):
             self._note_outcome(state, task)
 
     def _note_outcome(self, state: JobState, task) -> None:

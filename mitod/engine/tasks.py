@@ -20,7 +20,7 @@ ACTIVE_STATUSES = ("queued", "running", "retrying")
 FINISHED_STATUSES = ("completed", "failed", "cancelled")
 STATUSES = ACTIVE_STATUSES + FINISHED_STATUSES
 
-# Who asked for a task: the schedule, an operator (``mitoctl run``), a threshold
+# The origin of a task: the schedule, an operator (``mitoctl run``), a threshold
 # crossed by a check, or another task.
 ORIGINS = ("schedule", "operator", "threshold", "task")
 

@@ -24,7 +24,7 @@ EMERGENCY_OPTIMIZATION = "emergency_optimization"
 DISK_CLEANUP = "disk_cleanup"
 
 # Time a site check may take beyond its own timeout before the executor gives
-# up on it; the probe enforces the site's timeout itself, so this is a backstop.
+# up on it. The probe enforces the site's timeout itself, so this is a backstop.
 SITE_CHECK_GRACE = 10.0
 EMERGENCY_TIMEOUT = 120.0
 

@@ -2,7 +2,7 @@
 
 ``probe`` runs each request in a worker thread and registers itself as that
 thread's current check. The connections made here report their connects and
-requests to the current check, so at the deadline the check knows which
+requests to the current check, so at the deadline the check has the list of
 sockets to shut down.
 """
 

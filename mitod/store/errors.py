@@ -2,7 +2,7 @@
 
 
 class StoreError(Exception):
-    """The database cannot be used; the message says why and what to do."""
+    """The database cannot be used. The message gives the cause and what to do."""
 
 
 class StoreLockedError(StoreError):
